@@ -1,0 +1,1 @@
+"""Swarmscale's balancer: collect (proxy accounting), decide (policies), act (orchestrators)."""

@@ -1,0 +1,231 @@
+"""One typed, frozen configuration, read once from the environment.
+
+Every option is an environment variable (uvicorn's way). `Config.from_env()` either returns a
+complete, validated Config or raises `ConfigError` whose message is the one line a user sees:
+the variable's name and what it expects. `lb.__main__` turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A bad environment variable. str(e) is the whole message for the user."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str) -> HostPort:
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expects host:port")
+    host = host.strip("[]")  # allow [::1]:8080
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError("expects a port between 0 and 65535")
+    return HostPort(host, number)
+
+
+def _backends(text: str) -> tuple[HostPort, ...]:
+    items = [part for part in text.split(",") if part.strip()]
+    try:
+        return tuple(parse_host_port(part) for part in items)
+    except ValueError:
+        raise ValueError("expects a comma-separated list of host:port") from None
+
+
+def _number(kind: Callable[[str], Any], low: float | None = None, high: float | None = None,
+            low_open: bool = False) -> Callable[[str], Any]:
+    """A parser for a number within bounds; its error says what it expects."""
+    what = "an integer" if kind is int else "a number"
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"<= {high:g}")
+    expects = f"expects {what}" + (f" {' and '.join(bounds)}" if bounds else "")
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise ValueError(expects) from None
+        if value != value or value in (float("inf"), float("-inf")):  # NaN, inf
+            raise ValueError(expects)
+        if low is not None and (value <= low if low_open else value < low):
+            raise ValueError(expects)
+        if high is not None and value > high:
+            raise ValueError(expects)
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"expects one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _policy(text: str) -> str:
+    # Validated against the policy registry here so an unknown name stops start-up (exit 2),
+    # not the first control-loop tick.
+    from policies import PolicyError, resolve
+
+    name = text.strip()
+    try:
+        resolve(name)
+    except PolicyError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+def env(name: str, default: str, parse: Callable[[str], Any], doc: str) -> Any:
+    """Declare a config field backed by an environment variable."""
+    return field(default=None, metadata={"env": name, "default": default, "parse": parse, "doc": doc})
+
+
+_positive = _number(float, 0, low_open=True)
+_seconds = _number(float, 0, low_open=True)
+_port = _number(int, 1, 65535)
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- the data path -----------------------------------------------------------------------
+    listen: HostPort = env("LB_LISTEN", "0.0.0.0:8080", parse_host_port,
+                           "Address the proxy listens on for client traffic.")
+    admin_listen: HostPort = env("LB_ADMIN_LISTEN", "0.0.0.0:8081", parse_host_port,
+                                 "Address of the admin port (/healthz, /metrics, /status).")
+    backends: tuple[HostPort, ...] = env("LB_BACKENDS", "", _backends,
+                                         "Static backends host:port,host:port (no Swarm).")
+    upstream_timeout: float = env("LB_UPSTREAM_TIMEOUT", "60", _seconds,
+                                  "Seconds to wait for a backend's response headers (then 504).")
+    connect_timeout: float = env("LB_CONNECT_TIMEOUT", "5", _seconds,
+                                 "Seconds to wait for a TCP connection to a backend.")
+    drain_timeout: float = env("LB_DRAIN_TIMEOUT", "30", _number(float, 0),
+                               "Seconds to let in-flight requests finish after SIGTERM.")
+    max_header_bytes: int = env("LB_MAX_HEADER_BYTES", "65536", _number(int, 1024),
+                                "Largest request head accepted; larger gets 431.")
+    idle_timeout: float = env("LB_IDLE_TIMEOUT", "75", _seconds,
+                              "Seconds an idle client keep-alive connection is kept open.")
+    retry_budget: float = env("LB_RETRY_BUDGET", "0.2", _number(float, 0, 1),
+                              "Retries of sent requests allowed, as a share of requests (Envoy's budget).")
+    eject_after: int = env("LB_EJECT_AFTER", "5", _number(int, 1),
+                           "Consecutive failures that eject a backend for a while.")
+    eject_base: float = env("LB_EJECT_BASE", "5", _seconds,
+                            "Seconds of the first ejection; doubles on each repeat.")
+
+    # --- deciding: the control loop and its policy -------------------------------------------
+    policy: str = env("LB_POLICY", "concurrency", _policy,
+                      "Scaling policy: concurrency, rps, latency, step, hpa, or module:attr.")
+    target_inflight: float = env("LB_TARGET_INFLIGHT", "10", _positive,
+                                 "concurrency: in-flight requests wanted per replica.")
+    target_rps: float = env("LB_TARGET_RPS", "50", _positive,
+                            "rps: requests per second wanted per replica.")
+    target_p95_ms: float = env("LB_TARGET_P95_MS", "250", _positive,
+                               "latency: p95 latency to stay under, in milliseconds.")
+    stable_window: float = env("LB_STABLE_WINDOW", "60", _number(float, 1),
+                               "Seconds averaged for normal decisions (and before any scale-down after start).")
+    panic_window: float = env("LB_PANIC_WINDOW", "6", _number(float, 1),
+                              "Seconds averaged to detect a burst (panic mode).")
+    scale_interval: float = env("LB_SCALE_INTERVAL", "2", _number(float, 0.1),
+                                "Seconds between scaling decisions.")
+    min_replicas: int = env("LB_MIN_REPLICAS", "1", _number(int, 0),
+                            "Fewest replicas the balancer scales the service to.")
+    max_replicas: int = env("LB_MAX_REPLICAS", "10", _number(int, 1),
+                            "Most replicas the balancer scales the service to.")
+    max_scale_up_rate: float = env("LB_MAX_SCALE_UP_RATE", "1000", _number(float, 1),
+                                   "Most a decision may multiply the replicas by.")
+    max_scale_down_rate: float = env("LB_MAX_SCALE_DOWN_RATE", "2", _number(float, 1),
+                                     "Most a decision may divide the replicas by.")
+
+    # --- acting: the Swarm ------------------------------------------------------------------
+    service: str = env("LB_SERVICE", "", _text,
+                       "Swarm service to balance and scale (short stack name or full name).")
+    backend_port: int = env("LB_BACKEND_PORT", "8000", _port,
+                            "Port the service's tasks listen on.")
+    network: str = env("LB_NETWORK", "", _text,
+                       "Network shared with the service's tasks, when there are several.")
+    docker_host: str = env("LB_DOCKER_HOST", "unix:///var/run/docker.sock", _text,
+                           "Docker engine API address.")
+    discovery_interval: float = env("LB_DISCOVERY_INTERVAL", "1", _number(float, 0.1),
+                                    "Seconds between looks at the service's tasks.")
+    docker_timeout: float = env("LB_DOCKER_TIMEOUT", "5", _seconds,
+                                "Seconds to wait for one Docker engine API call.")
+
+    log_level: str = env("LB_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
+                         "Log level; logs are one JSON object per line on stderr.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
+        """Read every variable once. Raises ConfigError naming the first bad one."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+                continue
+            raw = environ.get(meta["env"])
+            if raw is None or (raw.strip() == "" and meta["default"] != ""):
+                raw = meta["default"]
+            try:
+                values[f.name] = meta["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{meta['env']}={raw!r}: {exc}") from None
+        config = cls(**values)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise ConfigError(
+                f"LB_MIN_REPLICAS={self.min_replicas}: expects a value <= LB_MAX_REPLICAS ({self.max_replicas})")
+        if self.panic_window > self.stable_window:
+            raise ConfigError(
+                f"LB_PANIC_WINDOW={self.panic_window:g}: expects a value <= LB_STABLE_WINDOW ({self.stable_window:g})")
+        if self.backends and self.service:
+            raise ConfigError("LB_BACKENDS: expects to be empty when LB_SERVICE is set (choose one)")
+
+    @property
+    def swarm_mode(self) -> bool:
+        return bool(self.service)
+
+    def policy_settings(self) -> dict[str, float]:
+        """What a policy may read: plain numbers, so `policies` stays free of `lb`."""
+        return {
+            "target_inflight": self.target_inflight,
+            "target_rps": self.target_rps,
+            "target_p95_ms": self.target_p95_ms,
+            "stable_window": self.stable_window,
+            "panic_window": self.panic_window,
+            "scale_interval": self.scale_interval,
+            "max_scale_up_rate": self.max_scale_up_rate,
+            "max_scale_down_rate": self.max_scale_down_rate,
+        }
+
+
+def documented_variables() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every option: the README's table is checked against it."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in dataclasses.fields(Config)]
