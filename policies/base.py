@@ -52,3 +52,18 @@ class Policy(Protocol):
 
 
 Settings = Mapping[str, float]
+
+
+def setting(settings: Settings, key: str, default: float, low: float = 0.0) -> float:
+    """A number from the settings, or `default` when the key is absent; PolicyError when bad.
+
+    Reading with defaults lets a user's settings name only what they change.
+    """
+    value = settings.get(key, default) if settings is not None else default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PolicyError(f"setting {key}={value!r}: expects a number") from None
+    if not number > low or number == float("inf"):
+        raise PolicyError(f"setting {key}={value!r}: expects a number > {low:g}")
+    return number

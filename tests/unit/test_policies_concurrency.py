@@ -1,0 +1,99 @@
+"""The default policy, table-driven: each case is a run of snapshots and the replicas wanted after each."""
+
+import pytest
+
+from policies import Decision, Snapshot, make
+from policies.concurrency import ConcurrencyPolicy, PanicState
+
+SETTINGS = {"target_inflight": 10, "target_rps": 50, "target_p95_ms": 250, "stable_window": 60,
+            "panic_window": 6, "scale_interval": 2, "max_scale_up_rate": 1000, "max_scale_down_rate": 2}
+
+
+def snap(now, replicas, stable, panic=None, ready=None, coverage=60.0):
+    panic = stable if panic is None else panic
+    return Snapshot(now=now, replicas=replicas, ready_replicas=replicas if ready is None else ready,
+                    stable_inflight=stable, panic_inflight=panic, stable_rps=None, panic_rps=None,
+                    stable_coverage_s=coverage)
+
+
+def run(policy, snapshots, state=None):
+    state = policy.initial_state() if state is None else state
+    decisions = []
+    for s in snapshots:
+        decision, state = policy.decide(s, state)
+        assert isinstance(decision, Decision) and decision.reason
+        decisions.append(decision)
+    return decisions, state
+
+
+CASES = [
+    # name, snapshots, replicas wanted after each
+    ("steady load at target holds", [snap(t, 4, 40.0) for t in (100, 102, 104)], [4, 4, 4]),
+    ("steady fractional load rounds up", [snap(100, 3, 21.0)], [3]),
+    ("step up by the stable window", [snap(100, 2, 35.0, 30.0)], [4]),
+    ("a burst of 2x capacity panics and scales on the panic window",
+     [snap(100, 2, 22.0, 40.0)], [4]),
+    ("panic holds the most seen while load drops",
+     [snap(100, 2, 22.0, 60.0), snap(102, 6, 25.0, 10.0, ready=2), snap(104, 6, 25.0, 10.0)], [6, 6, 6]),
+    ("panic ends a stable window after the last trigger",
+     [snap(100, 2, 22.0, 60.0), snap(150, 6, 20.0, 20.0), snap(161, 6, 20.0, 20.0)], [6, 6, 3]),
+    ("step down, limited by the scale-down rate", [snap(100, 8, 10.0)], [4]),
+    ("step down to the stable desire", [snap(100, 4, 25.0)], [3]),
+    ("no scale-down before a full stable window", [snap(30, 8, 10.0, coverage=30.0)], [8]),
+    ("scale-up is allowed before a full stable window", [snap(30, 1, 30.0, coverage=30.0)], [3]),
+    ("flapping panic input does not flap the replicas",
+     [snap(100 + 2 * i, 4, 40.0, 90.0 if i % 2 == 0 else 5.0) for i in range(6)], [9] * 6),
+    ("flapping just around the target moves only by one",
+     [snap(100 + 2 * i, 4, 40.0 + (1.0 if i % 2 else -1.0)) for i in range(4)], [4, 5, 4, 5]),
+    ("no data holds", [snap(100, 3, None)], [3]),
+    ("zero load wants zero (the loop clamps to LB_MIN_REPLICAS)", [snap(100, 1, 0.0)], [0]),
+    ("nothing ready counts as one ready replica", [snap(100, 3, 15.0, 15.0, ready=0)], [3]),
+]
+
+
+@pytest.mark.parametrize("name, snapshots, wanted", CASES, ids=[c[0] for c in CASES])
+def test_concurrency(name, snapshots, wanted):
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), snapshots)
+    assert [d.replicas for d in decisions] == wanted
+
+
+def test_scale_up_rate_limits_the_step():
+    policy = ConcurrencyPolicy({**SETTINGS, "max_scale_up_rate": 2})
+    decisions, _ = run(policy, [snap(100, 2, 100.0, 100.0)])
+    assert decisions[0].replicas == 4
+    assert "scale-up rate" in decisions[0].reason
+
+
+def test_missing_data_reason_says_so():
+    decisions, state = run(ConcurrencyPolicy(SETTINGS), [snap(100, 3, None)])
+    assert "no in flight data" in decisions[0].reason
+    assert state == PanicState()
+
+
+def test_missing_panic_window_falls_back_to_stable():
+    s = Snapshot(now=100, replicas=2, ready_replicas=2, stable_inflight=30.0, panic_inflight=None,
+                 stable_rps=None, panic_rps=None, stable_coverage_s=60)
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [s])
+    assert decisions[0].replicas == 3
+
+
+def test_restart_forgets_panic_and_waits_for_a_full_window():
+    policy = ConcurrencyPolicy(SETTINGS)
+    _, state = run(policy, [snap(100, 2, 22.0, 60.0)])
+    assert state.panic_since == 100
+    # A restarted balancer starts from a fresh state and windows with little data.
+    decisions, fresh = run(policy, [snap(5, 6, 10.0, 10.0, coverage=4.0)])
+    assert decisions[0].replicas == 6 and "stable window" in decisions[0].reason
+    assert fresh.panic_since is None
+
+
+def test_reasons_are_sentences_with_numbers():
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [snap(100, 2, 35.0, 30.0)])
+    assert decisions[0].reason.startswith("4 replicas: 35.0 in flight over 60 s wants 4")
+
+
+def test_built_by_name_with_partial_settings():
+    policy = make("concurrency", {"target_inflight": 5})
+    assert policy.name == "concurrency"
+    decisions, _ = run(policy, [snap(100, 2, 12.0)])
+    assert decisions[0].replicas == 3
