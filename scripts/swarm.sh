@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The stack on the local Swarm.
+#
+#   swarm.sh image   base image (once) + wheelhouse + swarmscale/lb:dev and swarmscale/web:dev
+#   swarm.sh up      engine + Swarm, images, `docker stack deploy`, wait until 127.0.0.1:8080 serves
+#   swarm.sh down    remove the stack and wait until its services, containers and network are gone
+#
+# Tunables are environment variables read by deploy/stack.yml (LB_TARGET_INFLIGHT=8 swarm.sh up).
+# SWARMSCALE_STACK (default swarmscale) names the stack; SWARMSCALE_UP_TIMEOUT bounds the wait.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STACK=${SWARMSCALE_STACK:-swarmscale}
+UP_TIMEOUT=${SWARMSCALE_UP_TIMEOUT:-120}
+DOWN_TIMEOUT=${SWARMSCALE_DOWN_TIMEOUT:-90}
+BASE=${SWARMSCALE_BASE_IMAGE:-swarmscale/base:bookworm}
+LB_TAG=swarmscale/lb:dev
+WEB_TAG=swarmscale/web:dev
+LOCK=/tmp/swarmscale-image.lock
+
+say() { echo "swarm.sh: $*" >&2; }
+
+# Quiet on success, the whole build log on failure.
+build() {
+    local tag=$1 out
+    shift
+    if ! out=$(docker build --build-arg BASE_IMAGE="$BASE" -t "$tag" "$@" . 2>&1); then
+        echo "$out" >&2
+        say "building $tag failed"
+        return 1
+    fi
+}
+
+image() {
+    bash scripts/engine.sh ensure
+    # Several callers (make image, test sessions) may build at once; one at a time is faster.
+    exec 8>"$LOCK"
+    flock 8
+    local start=$SECONDS
+    bash scripts/base-image.sh "$BASE"
+    bash scripts/wheels.sh build/wheels
+    build "$LB_TAG" -f Dockerfile
+    build "$WEB_TAG" -f deploy/web/Dockerfile
+    flock -u 8
+    say "images $LB_TAG and $WEB_TAG ready ($((SECONDS - start))s)"
+}
+
+# 0 when GET http://127.0.0.1:PORT/PATH answers 200 within a second.
+http_ok() {
+    python3 - "$1" "$2" <<'EOF'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{sys.argv[2]}", timeout=1) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+EOF
+}
+
+explain_failure() {
+    say "the stack did not serve within ${UP_TIMEOUT}s; its tasks:"
+    docker stack ps "$STACK" --no-trunc --format '{{.Name}} {{.CurrentState}} {{.Error}}' 2>&1 | head -20 >&2
+    say "last lines of the balancer's log:"
+    docker service logs --tail 20 "${STACK}_lb" 2>&1 | tail -20 >&2
+}
+
+up() {
+    bash scripts/engine.sh ensure
+    image
+    # A tag per image content: re-deploying after a rebuild rolls the services onto the new image
+    # (the same `:dev` tag would leave the spec unchanged and the old containers running).
+    local lb_id web_id
+    lb_id=$(docker image inspect -f '{{.Id}}' "$LB_TAG" | cut -d: -f2 | head -c 12)
+    web_id=$(docker image inspect -f '{{.Id}}' "$WEB_TAG" | cut -d: -f2 | head -c 12)
+    docker tag "$LB_TAG" "swarmscale/lb:$lb_id"
+    docker tag "$WEB_TAG" "swarmscale/web:$web_id"
+    export LB_IMAGE=${LB_IMAGE:-swarmscale/lb:$lb_id}
+    export WEB_IMAGE=${WEB_IMAGE:-swarmscale/web:$web_id}
+
+    local start=$SECONDS
+    # No registry: never ask one for the image's digest.
+    local out
+    if ! out=$(docker stack deploy --resolve-image never -c deploy/stack.yml "$STACK" 2>&1); then
+        echo "$out" >&2
+        say "docker stack deploy failed"
+        return 1
+    fi
+    until http_ok 8081 /healthz && http_ok 8080 /; do
+        if [ $((SECONDS - start)) -ge "$UP_TIMEOUT" ]; then
+            explain_failure
+            return 1
+        fi
+        sleep 0.5
+    done
+    say "stack $STACK serving on http://127.0.0.1:8080 (admin :8081) after $((SECONDS - start))s"
+}
+
+down() {
+    if ! docker info >/dev/null 2>&1; then
+        say "no engine answers: nothing to remove"
+        return 0
+    fi
+    local start=$SECONDS filter="label=com.docker.stack.namespace=$STACK"
+    docker stack rm "$STACK" >/dev/null 2>&1 || true
+    # stack rm returns before the containers stop; the next `up` needs the host ports free.
+    while [ -n "$(docker service ls -q --filter "$filter")$(docker ps -aq --filter "$filter")$(docker network ls -q --filter "$filter")" ]; do
+        if [ $((SECONDS - start)) -ge "$DOWN_TIMEOUT" ]; then
+            say "stack $STACK still has services, containers or networks after ${DOWN_TIMEOUT}s"
+            return 1
+        fi
+        sleep 0.5
+    done
+    say "stack $STACK removed ($((SECONDS - start))s)"
+}
+
+case "${1:-}" in
+    image) image ;;
+    up) up ;;
+    down) down ;;
+    *)
+        echo "usage: $0 image|up|down" >&2
+        exit 2
+        ;;
+esac
