@@ -1,0 +1,315 @@
+"""A lean keep-alive HTTP/1.1 client: one connection per user, asyncio Protocol + httptools.
+
+aiohttp's ClientSession spends most of its time in per-request machinery that a load generator does not need;
+here a request is one bytes write and one future, and responses are parsed by llhttp in C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import time
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from loadtest.stats import RequestStats
+
+USER_AGENT = "swarmscale-loadtest/0.1"
+
+
+class ResponseError(Exception):
+    """A response that counts as a failure (status >= 400, or one a task marked failed)."""
+
+
+class Response:
+    """What a task sees of one response; mirrors the parts of locust's response people use."""
+
+    __slots__ = ("status_code", "content", "headers", "url", "error", "request_meta", "_reason")
+
+    def __init__(self, url: str) -> None:
+        self.status_code = 0
+        self.content = b""
+        self.headers: dict[str, str] = {}
+        self.url = url
+        self.error: BaseException | str | None = None
+        self.request_meta: dict[str, Any] = {}
+        self._reason = ""
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and 0 < self.status_code < 400
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+    def raise_for_status(self) -> None:
+        if self.error is not None:
+            raise self.error if isinstance(self.error, BaseException) else ResponseError(self.error)
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; at most one request in flight (no pipelining, like a browser or locust)."""
+
+    __slots__ = ("transport", "parser", "waiter", "status", "headers", "body", "want_headers", "closed",
+                 "keep_alive", "_hname")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[None] | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.closed = False
+        self.keep_alive = True
+        self._hname = b""
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("connection closed by server"))
+
+    # -- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class HttpSession:
+    """`self.client` of an HttpUser: get/post/put/delete/patch, each awaited, each logged to the stats."""
+
+    def __init__(self, base_url: str, stats: RequestStats, timeout: float | None = 60.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http":
+            raise ValueError(f"only http:// hosts are supported, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self._host_header = parts.netloc
+        self.stats = stats
+        self.timeout = timeout
+        self._conn: _Conn | None = None
+        self._loop = asyncio.get_running_loop()
+        self._head_cache: dict[tuple[str, str], bytes] = {}
+
+    async def _connect(self) -> _Conn:
+        _, conn = await self._loop.create_connection(_Conn, self.host, self.port)
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _head(self, method: str, path: str) -> bytes:
+        key = (method, path)
+        head = self._head_cache.get(key)
+        if head is None:
+            head = (f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+                    f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\n").encode("latin-1")
+            if len(self._head_cache) < 1024:  # bounded: paths with ids must not grow memory forever
+                self._head_cache[key] = head
+        return head
+
+    async def _send(self, method: str, path: str, headers: dict[str, str] | None, body: bytes | None,
+                    resp: Response) -> None:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = await self._connect()
+        head = self._head(method, path)
+        if headers:
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+        if body is not None:
+            head += b"Content-Length: %d\r\n\r\n" % len(body) + body
+        elif method in ("POST", "PUT", "PATCH"):
+            head += b"Content-Length: 0\r\n\r\n"
+        else:
+            head += b"\r\n"
+        waiter = conn.waiter = self._loop.create_future()
+        conn.headers = []
+        conn.body = []
+        conn.transport.write(head)  # type: ignore[union-attr]
+        timer = self._loop.call_later(self.timeout, _expire, waiter) if self.timeout else None
+        try:
+            await waiter
+        except BaseException:
+            # The connection is in an unknown state (half a response, a cancelled wait): never reuse it.
+            conn.close()
+            self._conn = None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        resp.status_code = conn.status
+        body_parts = conn.body
+        resp.content = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+        resp.headers = _Headers(conn.headers)
+        if not conn.keep_alive:
+            conn.close()
+            self._conn = None
+
+    async def request(self, method: str, path: str, name: str | None = None, headers: dict[str, str] | None = None,
+                      data: bytes | str | None = None, json: Any = None, catch_response: bool = False,
+                      **_ignored: Any) -> Response:
+        method = method.upper()
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        elif isinstance(data, str):
+            data = data.encode()
+        resp = Response(self.base_url + path)
+        start = time.perf_counter()
+        try:
+            await self._send(method, path, headers, data, resp)
+        except (OSError, asyncio.TimeoutError, httptools.HttpParserError, ConnectionError) as exc:
+            resp.error = exc
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        stat_name = name or path
+        if resp.error is None and resp.status_code >= 400:
+            # Named by the stats name, not the raw path, so failures of /item/1 and /item/2 group together.
+            resp.error = f"HTTPError('{resp.status_code} {_reason(resp.status_code)} for url: {stat_name}')"
+        length = len(resp.content)
+        if catch_response:
+            resp.request_meta = {"method": method, "name": stat_name, "response_time": elapsed_ms,
+                                 "length": length}
+            return resp
+        # As in locust, a failed request counts as a request and as a failure.
+        self.stats.log_request(method, stat_name, elapsed_ms, length)
+        if resp.error is not None:
+            self.stats.log_error(method, stat_name, resp.error)
+        return resp
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self._call("GET", path, kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self._call("POST", path, kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        return self._call("PUT", path, kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self._call("DELETE", path, kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self._call("PATCH", path, kw)
+
+    def _call(self, method: str, path: str, kw: dict[str, Any]) -> Any:
+        if kw.get("catch_response"):
+            return _CatchResponse(self, method, path, kw)
+        return self.request(method, path, **kw)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError("request timed out"))
+
+
+class _Headers(dict):
+    """Case-insensitive enough: keys stored lower-case, looked up lower-case."""
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        super().__init__((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key.lower() if isinstance(key, str) else key)
+
+
+class CaughtResponse(Response):
+    """The response inside `async with client.get(..., catch_response=True) as r`: r.success() / r.failure()."""
+
+    __slots__ = ("_outcome",)
+
+    def success(self) -> None:
+        self._outcome = "success"
+
+    def failure(self, exc: BaseException | str) -> None:
+        self._outcome = exc
+
+
+class _CatchResponse:
+    """locust's catch_response as an async context manager: the task decides what counts as a failure."""
+
+    def __init__(self, session: HttpSession, method: str, path: str, kw: dict[str, Any]) -> None:
+        self.session, self.method, self.path, self.kw = session, method, path, kw
+        self.resp: CaughtResponse | None = None
+
+    async def __aenter__(self) -> CaughtResponse:
+        plain = await self.session.request(self.method, self.path, **self.kw)
+        resp = CaughtResponse(plain.url)
+        for attr in Response.__slots__:
+            setattr(resp, attr, getattr(plain, attr))
+        resp._outcome = None
+        self.resp = resp
+        return resp
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        resp = self.resp
+        assert resp is not None
+        meta = resp.request_meta
+        stats = self.session.stats
+        stats.log_request(meta["method"], meta["name"], meta["response_time"], meta["length"])
+        outcome = resp._outcome
+        if exc is not None and not isinstance(exc, ResponseError):
+            stats.log_error(meta["method"], meta["name"], exc)
+            return False
+        if exc is not None:
+            stats.log_error(meta["method"], meta["name"], exc)
+            return True  # locust swallows ResponseError raised inside the block after recording it
+        if outcome == "success":
+            return False
+        if outcome is not None:
+            stats.log_error(meta["method"], meta["name"], outcome)
+        elif resp.error is not None:
+            stats.log_error(meta["method"], meta["name"], resp.error)
+        return False
+

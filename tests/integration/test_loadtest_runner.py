@@ -1,0 +1,241 @@
+"""The generator against a real aiohttp server on loopback: what the server saw is what the files say."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from loadtest import HttpUser, ResponseError, StopUser, constant, task
+from loadtest.runner import LB_COLUMNS, RunOptions, run
+from loadtest.stats import FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS
+
+pytestmark = pytest.mark.timeout(60)
+
+# locust's own headers (locust/stats.py), written out literally so a drift on either side is caught here.
+LOCUST_PCTS = ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
+LOCUST_STATS = ["Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
+                "Min Response Time", "Max Response Time", "Average Content Size", "Requests/s", "Failures/s",
+                *LOCUST_PCTS]
+LOCUST_HISTORY = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", *LOCUST_PCTS,
+                  "Total Request Count", "Total Failure Count", "Total Median Response Time",
+                  "Total Average Response Time", "Total Min Response Time", "Total Max Response Time",
+                  "Total Average Content Size"]
+
+
+class Server:
+    """Counts every request by (method, path) and every connection it accepted."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self.bodies: list[bytes] = []
+        self.peers: set[object] = set()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen[(request.method, request.path)] += 1
+        self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        if request.can_read_body:
+            self.bodies.append(await request.read())
+        if request.path.startswith("/fail"):
+            return web.Response(status=500, text="boom")
+        return web.Response(text="hello")
+
+
+@pytest.fixture
+async def server():
+    srv = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", srv.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    srv.url = f"http://127.0.0.1:{port}"
+    yield srv
+    await runner.cleanup()
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        return header, [dict(zip(header, row)) for row in reader]
+
+
+ROUNDS = 20  # tasks per user, then the user stops itself: the run ends on its own, not on a timer
+
+
+class Mixed(HttpUser):
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.done = 0
+
+    @task(3)
+    async def index(self) -> None:
+        await self.client.get(f"/page/{self.done}", name="/page/[n]")
+        self._count()
+
+    @task(1)
+    async def failing(self) -> None:
+        await self.client.get("/fail")
+        self._count()
+
+    @task(1)
+    async def writes(self) -> None:
+        await self.client.post("/items", data=b"x" * 10)
+        await self.client.put("/items/1", json={"a": 1}, name="/items/[id]")
+        await self.client.delete("/items/1", name="/items/[id]")
+        self._count()
+
+    def _count(self) -> None:
+        self.done += 1
+        if self.done >= ROUNDS:
+            raise StopUser()
+
+
+async def test_counts_failures_and_csv_match_what_the_server_saw(server: Server, tmp_path: Path) -> None:
+    prefix = str(tmp_path / "run")
+    result = await run([Mixed], RunOptions(host=server.url, users=4, spawn_rate=100, run_time=30, seed=7,
+                                           csv_prefix=prefix, progress=None))
+
+    served = sum(server.seen.values())
+    assert result.stats.num_requests == served
+    assert result.stats.num_failures == server.seen[("GET", "/fail")] > 0
+    # One keep-alive connection per user.
+    assert len(server.peers) == 4
+    assert server.seen[("POST", "/items")] == sum(1 for b in server.bodies if b == b"x" * 10)
+    assert b'{"a": 1}' in server.bodies
+
+    header, rows = read_csv(Path(prefix + "_stats.csv"))
+    assert header == LOCUST_STATS == STATS_CSV_COLUMNS
+    by_name = {(r["Type"], r["Name"]): r for r in rows}
+    page_hits = sum(n for (m, p), n in server.seen.items() if p.startswith("/page/"))
+    assert int(by_name[("GET", "/page/[n]")]["Request Count"]) == page_hits
+    assert int(by_name[("GET", "/fail")]["Failure Count"]) == server.seen[("GET", "/fail")]
+    assert int(by_name[("PUT", "/items/[id]")]["Request Count"]) == server.seen[("PUT", "/items/1")]
+    assert int(by_name[("DELETE", "/items/[id]")]["Request Count"]) == server.seen[("DELETE", "/items/1")]
+    assert rows[-1]["Name"] == "Aggregated" and int(rows[-1]["Request Count"]) == served
+    assert int(rows[-1]["Failure Count"]) == server.seen[("GET", "/fail")]
+
+    header, fails = read_csv(Path(prefix + "_failures.csv"))
+    assert header == FAILURES_CSV_COLUMNS == ["Method", "Name", "Error", "Occurrences"]
+    assert [(f["Method"], f["Name"], int(f["Occurrences"])) for f in fails] == [
+        ("GET", "/fail", server.seen[("GET", "/fail")])]
+    assert "500" in fails[0]["Error"]
+
+    header, hist = read_csv(Path(prefix + "_stats_history.csv"))
+    assert header == LOCUST_HISTORY == HISTORY_CSV_COLUMNS
+    assert hist and all(h["Name"] == "Aggregated" for h in hist)
+    assert int(hist[-1]["Total Request Count"]) == served
+    assert int(hist[-1]["Total Failure Count"]) == server.seen[("GET", "/fail")]
+
+
+class Fussy(HttpUser):
+    wait_time = constant(0)
+
+    async def on_start(self) -> None:
+        self.n = 0
+
+    @task
+    async def check(self) -> None:
+        self.n += 1
+        async with self.client.get("/fail", catch_response=True) as resp:
+            if resp.status_code == 500:
+                resp.success()  # this scenario expects the 500
+        async with self.client.get("/ok", catch_response=True) as resp:
+            if "goodbye" not in resp.text:
+                resp.failure("wrong body")
+        async with self.client.get("/ok", catch_response=True, name="raised"):
+            raise ResponseError("raised inside")
+        if self.n >= 5:
+            raise StopUser()
+
+
+async def test_catch_response_lets_the_task_decide(server: Server) -> None:
+    result = await run([Fussy], RunOptions(host=server.url, users=2, spawn_rate=100, run_time=30, progress=None))
+    stats = result.stats
+    assert stats.num_requests == sum(server.seen.values()) == 2 * 5 * 3
+    assert stats.entries[("/fail", "GET")].num_failures == 0
+    assert stats.entries[("/ok", "GET")].num_failures == 10
+    assert stats.entries[("raised", "GET")].num_failures == 10
+    assert {k[2] for k in stats.errors} == {"wrong body", "ResponseError('raised inside')"}
+
+
+class Refused(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def hit(self) -> None:
+        await self.client.get("/")
+        raise StopUser()
+
+
+async def test_refused_connections_are_failures_not_crashes(unused_tcp_port: int) -> None:
+    result = await run([Refused], RunOptions(host=f"http://127.0.0.1:{unused_tcp_port}", users=3,
+                                             spawn_rate=100, run_time=30, progress=None))
+    assert result.stats.num_requests == 3
+    assert result.stats.num_failures == 3
+    [(method, name, error)] = result.stats.errors
+    assert (method, name) == ("GET", "/") and "Connect" in error
+
+
+class Steady(HttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    async def hit(self) -> None:
+        await self.client.get("/")
+
+
+async def test_lb_status_columns_and_plot(server: Server, tmp_path: Path) -> None:
+    """The balancer's /status is sampled into columns after locust's, and the plot is a real image."""
+    calls = {"n": 0}
+
+    async def status(_: web.Request) -> web.Response:
+        calls["n"] += 1
+        desired = 1 if calls["n"] < 2 else 3
+        return web.json_response({
+            "replicas": {"current": min(calls["n"], 3), "desired": desired,
+                         "last_decision": {"reason": "test", "desired": desired}},
+            "backends": [{"address": "10.0.0.1:80", "inflight": 2, "latency_ms": 1.5, "state": "up"},
+                         {"address": "10.0.0.2:80", "inflight": 1, "latency_ms": 1.0, "state": "up"}],
+        })
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    admin = web.AppRunner(app, access_log=None)
+    await admin.setup()
+    site = web.TCPSite(admin, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    prefix = str(tmp_path / "lb")
+    png = tmp_path / "run.png"
+    try:
+        await run([Steady], RunOptions(host=server.url, users=2, spawn_rate=100, run_time=1.5, tick_interval=0.25,
+                                       csv_prefix=prefix, lb_admin=f"http://127.0.0.1:{port}", plot=str(png),
+                                       progress=None))
+    finally:
+        await admin.cleanup()
+
+    header, hist = read_csv(Path(prefix + "_stats_history.csv"))
+    assert header == LOCUST_HISTORY + LB_COLUMNS
+    sampled = [h for h in hist if h["Replicas Current"]]
+    assert sampled, "no /status sample reached the history"
+    assert {h["Backends"] for h in sampled} == {"2"}
+    assert {h["Backends In Flight"] for h in sampled} == {"3"}
+    assert json.loads(sampled[-1]["Last Decision"])["reason"] == "test"
+
+    from PIL import Image
+
+    from loadtest.plot import FIGSIZE, DPI
+
+    with Image.open(png) as img:
+        assert img.format == "PNG"
+        assert img.size == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
