@@ -1,0 +1,1 @@
+"""Collect: per-backend accounting, the pool and picking, the rolling latency histogram."""

@@ -1,0 +1,236 @@
+"""The set of backends, how one is picked, and what the control loop samples.
+
+Picking is power of two choices (Envoy's least-request) on cost = (in-flight + 1) * peak-EWMA
+latency (Finagle), divided by a slow-start weight so a new backend is eased in, not flooded.
+Backends that fail `eject_after` times in a row are ejected for `eject_base` seconds, doubling on
+each repeat, but never the last serving one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable
+
+from lb.clock import Clock
+from lb.collect.backend import ACTIVE, DRAINING, EJECTED, SLOW_START, Backend
+from lb.collect.latency import RollingHistogram
+
+_MIN_WEIGHT = 0.05
+_MAX_EJECT_DOUBLINGS = 6     # the longest ejection is eject_base * 64
+_MIN_RETRIES = 3             # retries always allowed at once, whatever the budget (Envoy's floor)
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    inflight_seconds: float   # time-integral of total in-flight requests
+    requests_total: int       # requests completed, ever
+    inflight: int             # in flight now
+
+
+class Pool:
+    def __init__(self, clock: Clock | None = None, *, slow_start_s: float = 10.0, eject_after: int = 5,
+                 eject_base_s: float = 5.0, retry_budget: float = 0.2, rng: random.Random | None = None) -> None:
+        self.clock = clock or Clock()
+        self.slow_start_s = slow_start_s
+        self.eject_after = eject_after
+        self.eject_base_s = eject_base_s
+        self.retry_budget = retry_budget
+        self._rng = rng or random.Random()
+        self.backends: list[Backend] = []
+        self._by_address: dict[str, Backend] = {}
+        self._serving: list[Backend] = []     # cached: backends that may get new requests
+        self._next_change = float("inf")       # when an ejection ends or a slow start finishes
+        self.histogram = RollingHistogram()
+        # Totals for the control loop and /metrics.
+        self.inflight = 0
+        self._inflight_seconds = 0.0
+        self._inflight_since = self.clock.now()
+        self.requests_total = 0
+        self.retries_total = 0
+        self.ejections_total = 0
+        self.active_retries = 0
+        self.retired_requests: dict[int, int] = {}
+        self.unrouted_requests: dict[int, int] = {}   # status -> count, answered without a backend  # counts of removed backends, so totals never drop
+
+    # --- membership ----------------------------------------------------------------------------
+    def update(self, addresses: Iterable[str]) -> None:
+        """Make the wanted set exactly `addresses`: new ones join in slow start, missing ones drain."""
+        now = self.clock.now()
+        wanted = list(dict.fromkeys(a.strip() for a in addresses if a.strip()))
+        first = not self.backends
+        for address in wanted:
+            backend = self._by_address.get(address)
+            if backend is None:
+                backend = Backend(address, now, self._typical_latency())
+                if first:
+                    backend.state = ACTIVE   # the first set has nobody to protect from a flood
+                self.backends.append(backend)
+                self._by_address[address] = backend
+            elif backend.state == DRAINING:
+                backend.state = ACTIVE
+        keep = set(wanted)
+        for backend in self.backends:
+            if backend.address not in keep and backend.state != DRAINING:
+                backend.state = DRAINING
+        self._reap()
+        self._refresh(now)
+
+    def _typical_latency(self) -> float:
+        serving = [b.ewma for b in self.backends if b.serving]
+        return sum(serving) / len(serving) if serving else 0.001
+
+    def _reap(self) -> None:
+        for backend in [b for b in self.backends if b.state == DRAINING and b.inflight == 0]:
+            self.backends.remove(backend)
+            del self._by_address[backend.address]
+            backend.retired = True
+            for code, n in backend.requests.items():
+                self.retired_requests[code] = self.retired_requests.get(code, 0) + n
+            for conn in backend.idle:
+                conn.close()
+            backend.idle.clear()
+
+    def _refresh(self, now: float) -> None:
+        """Recompute who serves: ejections that ended, slow starts that finished."""
+        next_change = float("inf")
+        for backend in self.backends:
+            if backend.state == EJECTED:
+                if now >= backend.ejected_until:
+                    backend.state = ACTIVE
+                    backend.consecutive_failures = 0
+                else:
+                    next_change = min(next_change, backend.ejected_until)
+            if backend.state == SLOW_START:
+                ends = backend.added_at + self.slow_start_s
+                if now >= ends:
+                    backend.state = ACTIVE
+                else:
+                    next_change = min(next_change, ends)
+        self._serving = [b for b in self.backends if b.serving]
+        self._next_change = next_change
+
+    def get(self, address: str) -> Backend | None:
+        return self._by_address.get(address)
+
+    def ready_count(self) -> int:
+        """Backends receiving traffic (active or in slow start)."""
+        return sum(1 for b in self.backends if b.serving)
+
+    # --- picking -------------------------------------------------------------------------------
+    def pick(self, exclude: tuple[Backend, ...] = ()) -> Backend | None:
+        now = self.clock.now()
+        if now >= self._next_change:
+            self._refresh(now)
+        candidates = self._serving
+        if exclude:
+            candidates = [b for b in candidates if b not in exclude]
+        n = len(candidates)
+        if n == 0:
+            return None
+        if n == 1:
+            return candidates[0]
+        i = self._rng.randrange(n)
+        j = self._rng.randrange(n - 1)
+        if j >= i:
+            j += 1
+        a, b = candidates[i], candidates[j]
+        return a if self._score(a, now) <= self._score(b, now) else b
+
+    def _score(self, backend: Backend, now: float) -> float:
+        cost = backend.cost()
+        if backend.state == SLOW_START:
+            weight = (now - backend.added_at) / self.slow_start_s
+            cost /= weight if weight > _MIN_WEIGHT else _MIN_WEIGHT
+        return cost
+
+    # --- accounting (the proxy calls these per request) ----------------------------------------
+    def _integrate(self, now: float) -> None:
+        self._inflight_seconds += self.inflight * (now - self._inflight_since)
+        self._inflight_since = now
+
+    def begin(self, backend: Backend) -> float:
+        """A request goes to `backend`; returns its start time for `end`."""
+        now = self.clock.now()
+        self._integrate(now)
+        self.inflight += 1
+        backend.inflight += 1
+        return now
+
+    def end(self, backend: Backend, started: float, status: int, failed: bool = False) -> None:
+        """The request finished with `status` (ours or the backend's); `failed` counts toward ejection."""
+        now = self.clock.now()
+        self._integrate(now)
+        self.inflight -= 1
+        backend.inflight -= 1
+        self.requests_total += 1
+        backend.requests[status] = backend.requests.get(status, 0) + 1
+        elapsed = now - started
+        self.histogram.record(now, elapsed)
+        backend.observe_latency(now, elapsed)
+        if failed or 502 <= status <= 504:
+            self.failure(backend, now)
+        else:
+            backend.consecutive_failures = 0
+        if backend.state == DRAINING and backend.inflight == 0:
+            self._reap()
+            self._refresh(now)
+
+    def failure(self, backend: Backend, now: float | None = None) -> None:
+        """A connect failure, a reset or a timeout (or a gateway error the backend returned)."""
+        now = self.clock.now() if now is None else now
+        backend.errors += 1
+        backend.consecutive_failures += 1
+        if backend.consecutive_failures >= self.eject_after and backend.serving:
+            others = sum(1 for b in self.backends if b.serving and b is not backend)
+            if others:   # never eject the last serving backend
+                backend.state = EJECTED
+                backend.ejected_until = now + self.eject_base_s * 2 ** min(backend.ejections, _MAX_EJECT_DOUBLINGS)
+                backend.ejections += 1
+                self.ejections_total += 1
+                self._refresh(now)
+
+    def abandon(self, backend: Backend, failed: bool = True) -> None:
+        """An attempt that will be retried elsewhere: not a finished request, maybe a failure."""
+        now = self.clock.now()
+        self._integrate(now)
+        self.inflight -= 1
+        backend.inflight -= 1
+        if failed:
+            self.failure(backend, now)
+        if backend.state == DRAINING and backend.inflight == 0:
+            self._reap()
+            self._refresh(now)
+
+    def unrouted(self, status: int) -> None:
+        """A request answered by the proxy alone (no backend left to try): still a request."""
+        self.requests_total += 1
+        self.unrouted_requests[status] = self.unrouted_requests.get(status, 0) + 1
+
+    def try_retry(self) -> bool:
+        """Envoy's retry budget: retries in progress stay under budget x requests in flight."""
+        if self.active_retries < max(_MIN_RETRIES, self.retry_budget * self.inflight):
+            self.active_retries += 1
+            self.retries_total += 1
+            return True
+        return False
+
+    def retry_done(self) -> None:
+        self.active_retries -= 1
+
+    # --- what the control loop reads -----------------------------------------------------------
+    def load_sample(self, now: float) -> LoadSample:
+        self._integrate(max(now, self._inflight_since))
+        return LoadSample(self._inflight_seconds, self.requests_total, self.inflight)
+
+    def latency_quantiles(self, window_s: float, qs: tuple[float, ...] | list[float] = (0.5, 0.95, 0.99)
+                          ) -> list[float | None]:
+        return self.histogram.quantiles(self.clock.now(), window_s, qs)
+
+    def status(self) -> list[dict]:
+        now = self.clock.now()
+        if now >= self._next_change:
+            self._refresh(now)
+        return [{"address": b.address, "inflight": b.inflight, "latency_ms": round(b.ewma * 1000.0, 3),
+                 "state": b.state, "requests": b.requests_total(), "errors": b.errors,
+                 "ejections": b.ejections} for b in self.backends]

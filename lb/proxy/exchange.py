@@ -1,0 +1,349 @@
+"""One request and its response, from the client's parse to the backend and back.
+
+Callbacks only, no task per request (a task is made only to open a new backend connection):
+that is what keeps the proxy within reach of nginx. The client connection runs exchanges one at
+a time, in order, which is what answers pipelined requests in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from lb.proxy.headers import RequestHead, build_response, error_response
+from lb.proxy.upstream import UpstreamConnection, take_idle
+
+if TYPE_CHECKING:
+    from lb.collect.backend import Backend
+    from lb.proxy.protocol import ClientConnection
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+REPLAY_MAX = 64 * 1024       # request bodies up to this size are kept so the request can be retried
+BUFFER_MAX = 256 * 1024      # body buffered while no backend is connected; past it, stop reading
+MAX_ATTEMPTS = 3
+_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large", 502: b"Bad Gateway",
+            503: b"Service Unavailable", 504: b"Gateway Timeout"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Exchange:
+    __slots__ = ("client", "method", "req", "keep_alive", "http11", "body", "body_bytes", "replay",
+                 "request_done", "upstream", "backend", "started", "tried", "response_started",
+                 "timer", "finished", "reason", "response_headers", "status", "resp_chunked",
+                 "close_delimited", "no_body", "close_after", "retrying", "expect_continue",
+                 "tunnel_data", "upstream_keep_alive")
+
+    def __init__(self, client: "ClientConnection", method: bytes, req: RequestHead, keep_alive: bool,
+                 http11: bool) -> None:
+        self.client = client
+        self.method = method
+        self.req = req
+        self.keep_alive = keep_alive
+        self.http11 = http11
+        self.body: list[bytes] = []       # body not yet sent, plus (while replayable) what was sent
+        self.body_bytes = 0
+        self.replay = True
+        self.request_done = False
+        self.upstream: UpstreamConnection | None = None
+        self.backend: Backend | None = None
+        self.started = 0.0
+        self.tried: tuple = ()
+        self.response_started = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = False
+        self.reason = b""
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.status = 0
+        self.resp_chunked = False
+        self.close_delimited = False
+        self.no_body = False
+        self.close_after = False
+        self.retrying = False
+        self.expect_continue = req.expect_continue and http11
+        self.tunnel_data = b""            # bytes the client sent after an Upgrade request
+        self.upstream_keep_alive = False
+
+    # --- from the client -----------------------------------------------------------------------
+    def request_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self.req.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        self._send(data)
+
+    def request_complete(self) -> None:
+        if self.finished:
+            return
+        if self.req.chunked:
+            self._send(b"0\r\n\r\n")
+        self.request_done = True
+        if self.upstream is not None:
+            self._arm_timer()
+
+    def _send(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.transport.write(data)  # type: ignore[union-attr]
+            if self.replay:
+                if self.body_bytes > REPLAY_MAX:
+                    self.replay = False
+                    self.body = []
+                else:
+                    self.body.append(data)
+        else:
+            self.body.append(data)
+            if self.body_bytes > REPLAY_MAX:
+                self.replay = False
+            if self.body_bytes > BUFFER_MAX:
+                self.client.pause(1)
+
+    # --- choosing a backend --------------------------------------------------------------------
+    def start(self) -> None:
+        client = self.client
+        pool = client.proxy.pool
+        backend = pool.pick(self.tried)
+        if backend is None:
+            if self.retrying:
+                pool.retry_done()
+                self.retrying = False
+            status = 502 if self.tried else 503
+            pool.unrouted(status)
+            self.respond_error(status)
+            return
+        self.backend = backend
+        self.started = pool.begin(backend)
+        conn = take_idle(backend)
+        if conn is not None:
+            self.attach(conn)
+        else:
+            client.proxy.loop.create_task(self._connect(backend))
+
+    async def _connect(self, backend: "Backend") -> None:
+        proxy = self.client.proxy
+        try:
+            _, conn = await asyncio.wait_for(
+                proxy.loop.create_connection(lambda: UpstreamConnection(backend), backend.host, backend.port),
+                proxy.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            proxy.log.info("backend connect failed", extra={"backend": backend.address, "error": repr(exc)})
+            if self.finished:           # the client left; abort() already ended the accounting
+                proxy.pool.failure(backend)
+                return
+            proxy.pool.abandon(backend, failed=True)
+            self.tried += (backend,)
+            self.backend = None
+            if len(self.tried) >= MAX_ATTEMPTS:
+                proxy.pool.unrouted(502)
+                self.respond_error(502)
+            else:
+                self.start()            # nothing was sent: any method may go elsewhere
+            return
+        if self.finished:               # the client left while we connected: keep the connection
+            conn.release(True)
+            return
+        self.attach(conn)
+
+    def attach(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.exchange = self
+        client = self.client
+        if self.expect_continue and not self.request_done:
+            self.expect_continue = False
+            client.transport.write(_CONTINUE)
+        if self.body:
+            conn.transport.writelines([self.req.head, *self.body])  # type: ignore[union-attr]
+            if not self.replay:
+                self.body = []
+            client.resume(1)
+        else:
+            conn.transport.write(self.req.head)  # type: ignore[union-attr]
+        if client.write_paused:
+            conn.pause_reading()
+        if self.request_done:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self.timer is None and not self.response_started:
+            proxy = self.client.proxy
+            self.timer = proxy.loop.call_later(proxy.upstream_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.response_started or self.finished:
+            return
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        self._end(504, failed=True)
+        self.respond_error(504)
+
+    # --- from the backend ----------------------------------------------------------------------
+    def response_begin(self) -> None:
+        self.reason = b""
+        self.response_headers = []
+
+    def response_head(self, status: int, upstream_keep_alive: bool) -> None:
+        if 100 <= status < 200 and status != 101:
+            return                      # interim responses: 100 is ours to send, others are dropped
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.response_started = True
+        self.status = status
+        self.upstream_keep_alive = upstream_keep_alive
+        head = build_response(status, self.reason, self.response_headers)
+        parts = head.parts
+        client = self.client
+        if status == 101:
+            parts.append(b"Connection: upgrade\r\n")
+            if head.upgrade_to is not None:
+                parts += (b"Upgrade: ", head.upgrade_to, b"\r\n")
+            parts.append(b"\r\n")
+            client.transport.writelines(parts)
+            return
+        self.no_body = self.method == b"HEAD" or status == 204 or status == 304
+        close = (not self.keep_alive or client.proxy.draining
+                 or (self.req.has_body and not self.request_done) or self.req.upgrade)
+        if not self.no_body:
+            if head.chunked:
+                self.resp_chunked = True
+            elif not head.length:
+                # Ends when the backend closes: re-chunk for HTTP/1.1 clients, close for 1.0.
+                self.close_delimited = True
+                if self.http11:
+                    self.resp_chunked = True
+                else:
+                    close = True
+            if self.resp_chunked:
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+        if close:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif not self.http11:
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        self.close_after = close
+        client.transport.writelines(parts)
+        if self.method == b"HEAD" and self.upstream is not None:
+            # llhttp would wait for the body Content-Length announces: end the message here.
+            self.upstream.reset_parser = True
+            self.response_complete()
+
+    def response_body(self, data: bytes) -> None:
+        if self.finished or self.no_body:
+            return
+        if self.resp_chunked:
+            self.client.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.client.transport.write(data)
+
+    def response_complete(self) -> None:
+        if self.finished or not self.response_started or self.status == 101:
+            return
+        if self.resp_chunked:
+            self.client.transport.write(b"0\r\n\r\n")
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.release(self.request_done and self.upstream_keep_alive and not self.close_delimited)
+        self._end(self.status, failed=False)
+        self._done(self.close_after)
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        """The backend switched protocols: from now on bytes flow both ways untouched."""
+        conn = self.upstream
+        if conn is None or self.status != 101:
+            self.upstream_broken("upgrade without 101")
+            return
+        client = self.client
+        self._end(101, failed=False)
+        self.finished = True
+        self.upstream = None
+        conn.exchange = None
+        conn.tunnel = client
+        if rest:
+            client.transport.write(rest)
+        client.start_tunnel(conn, self.tunnel_data)
+
+    def upstream_broken(self, why: str) -> None:
+        conn = self.upstream
+        if conn is not None:
+            conn.close()
+            self.upstream_lost(conn)
+
+    def upstream_lost(self, conn: UpstreamConnection) -> None:
+        """The backend closed or reset the connection while this exchange used it."""
+        if self.finished:
+            return
+        self.upstream = None
+        conn.exchange = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        pool = self.client.proxy.pool
+        if self.response_started:
+            if self.close_delimited:    # the close was the end of the body
+                self.close_after = self.close_after or not self.resp_chunked
+                self.response_complete_closed()
+            else:                       # truncated mid-response: the client must see it too
+                self._end(self.status, failed=True)
+                self.finished = True
+                self.client.abort()
+            return
+        backend = self.backend
+        replayable = self.replay and (self.request_done or not self.req.has_body)
+        if not conn.got_bytes and replayable and self.method in IDEMPOTENT and (
+                self.retrying or pool.try_retry()):
+            # Sent but unanswered: an idempotent request may be tried once more, on another backend.
+            self.retrying = True
+            pool.abandon(backend, failed=True)  # type: ignore[arg-type]
+            self.tried += (backend,)
+            self.backend = None
+            if len(self.tried) < MAX_ATTEMPTS:
+                self.start()
+                return
+            pool.unrouted(502)
+        self._end(502, failed=True)
+        self.respond_error(502)
+
+    def response_complete_closed(self) -> None:
+        if self.resp_chunked:
+            self.client.transport.write(b"0\r\n\r\n")
+        self._end(self.status, failed=False)
+        self._done(self.close_after)
+
+    # --- ending --------------------------------------------------------------------------------
+    def _end(self, status: int, failed: bool) -> None:
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            self.client.proxy.pool.end(backend, self.started, status, failed)
+        if self.retrying:
+            self.retrying = False
+            self.client.proxy.pool.retry_done()
+
+    def respond_error(self, status: int) -> None:
+        if self.finished:
+            return
+        close = not self.keep_alive or (self.req.has_body and not self.request_done) or self.req.upgrade
+        self.client.transport.write(error_response(status, _REASONS[status], close,
+                                                   retry_after=1 if status == 503 else None))
+        self._done(close)
+
+    def _done(self, close: bool) -> None:
+        self.finished = True
+        self.body = []
+        self.client.exchange_done(self, close)
+
+    def abort(self) -> None:
+        """The client went away: free the backend side."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        self._end(499, failed=False)

@@ -1,0 +1,144 @@
+"""One pooled connection to a backend: an asyncio Protocol with llhttp's response parser.
+
+It does nothing on its own: the parser's callbacks go to the Exchange using it, and when the
+exchange is done the connection goes back to its backend's idle list (or is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+if TYPE_CHECKING:
+    from lb.collect.backend import Backend
+    from lb.proxy.exchange import Exchange
+
+# Write buffer limits: past `high` buffered bytes the other side stops reading (backpressure).
+WRITE_HIGH = 256 * 1024
+WRITE_LOW = 64 * 1024
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
+                 "read_paused", "tunnel")
+
+    def __init__(self, backend: "Backend") -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.got_bytes = False        # any byte of the current response arrived
+        self.reset_parser = False     # a HEAD response ended at its head: parse the next afresh
+        self.read_paused = False
+        self.tunnel = None            # the ClientConnection, once upgraded (WebSocket)
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            return
+        exchange = self.exchange
+        if exchange is None:          # a backend talking out of turn on an idle connection
+            self.close()
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            exchange.upstream_upgraded(data[upgrade.args[0]:])
+        except HttpParserError as exc:
+            exchange.upstream_broken(f"bad response: {exc}")
+        if self.reset_parser:
+            self.reset_parser = False
+            self.parser = HttpResponseParser(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.tunnel is not None:
+            self.tunnel.close()
+        idle = self.backend.idle
+        if self in idle:
+            idle.remove(self)
+        if self.exchange is not None:
+            exchange, self.exchange = self.exchange, None
+            exchange.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        client = self.tunnel if self.tunnel is not None else self.exchange.client if self.exchange else None
+        if client is not None:
+            client.pause(2)
+
+    def resume_writing(self) -> None:
+        client = self.tunnel if self.tunnel is not None else self.exchange.client if self.exchange else None
+        if client is not None:
+            client.resume(2)
+
+    # --- llhttp callbacks, handed to the exchange ----------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_begin()
+
+    def on_status(self, reason: bytes) -> None:
+        self.exchange.reason += reason  # type: ignore[union-attr]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.exchange.response_headers.append((name, value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        self.exchange.response_head(self.parser.get_status_code(),  # type: ignore[union-attr]
+                                    self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_complete()
+
+    # --- the pool's side -----------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is done with this connection: keep it idle for the next one, or close it."""
+        self.exchange = None
+        self.got_bytes = False
+        if reusable and not self.closed and not self.backend.retired:
+            self.resume_reading()
+            self.backend.idle.append(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.exchange = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+        idle = self.backend.idle
+        if self in idle:
+            idle.remove(self)
+
+
+def take_idle(backend: "Backend") -> UpstreamConnection | None:
+    """The most recently used idle connection (LIFO keeps the pool small and warm)."""
+    idle = backend.idle
+    while idle:
+        conn = idle.pop()
+        if not conn.closed:
+            return conn
+    return None

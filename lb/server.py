@@ -1,0 +1,124 @@
+"""The balancer: the proxy listener, the admin port, background loops, and graceful shutdown.
+
+Shutdown follows uvicorn's order: stop accepting, let in-flight requests finish (within
+LB_DRAIN_TIMEOUT; /healthz says 503 meanwhile), close connections, then cancel background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from lb.admin import make_app
+from lb.clock import Clock
+from lb.collect.metrics import PoolCollector
+from lb.collect.pool import Pool
+from lb.config import Config
+from lb.orchestrators.base import Orchestrator
+from lb.proxy.protocol import Proxy
+
+_SWEEP_S = 1.0   # how often idle keep-alive connections are looked for
+
+
+class Balancer:
+    def __init__(self, config: Config, clock: Clock | None = None,
+                 orchestrator: Orchestrator | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.orchestrator = orchestrator
+        self.log = logging.getLogger("lb")
+        self.pool = Pool(self.clock, eject_after=config.eject_after, eject_base_s=config.eject_base,
+                         retry_budget=config.retry_budget)
+        if config.backends:
+            self.pool.update(str(b) for b in config.backends)
+        self.registry = CollectorRegistry()
+        self.registry.register(PoolCollector(self.pool))
+        self.status_extra: dict[str, Callable[[], object]] = {}
+        self.background: list[Callable[[], Awaitable[None]]] = []
+        self.draining = False
+        self.proxy: Proxy | None = None
+        self.proxy_port = 0
+        self.admin_port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._admin: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopped: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self.proxy = Proxy(self.pool, clock=self.clock, upstream_timeout=config.upstream_timeout,
+                           connect_timeout=config.connect_timeout, max_header_bytes=config.max_header_bytes,
+                           idle_timeout=config.idle_timeout, log=self.log)
+        self._server = await loop.create_server(self.proxy.protocol, config.listen.host, config.listen.port,
+                                                reuse_address=True, backlog=1024)
+        self.proxy_port = self._server.sockets[0].getsockname()[1]
+        self._admin = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+        await self._admin.setup()
+        site = web.TCPSite(self._admin, config.admin_listen.host, config.admin_listen.port, reuse_address=True)
+        await site.start()
+        self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks = [asyncio.create_task(self._sweep_idle())]
+        self._tasks += [asyncio.create_task(factory()) for factory in self.background]
+        self.log.info("listening", extra={"proxy": f"{config.listen.host}:{self.proxy_port}",
+                                          "admin": f"{config.admin_listen.host}:{self.admin_port}",
+                                          "backends": [b.address for b in self.pool.backends]})
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            await self.clock.sleep(_SWEEP_S)
+            if self.proxy is not None:
+                self.proxy.close_idle(self.clock.now(), self.config.idle_timeout)
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain in-flight requests (bounded), then stop everything else."""
+        if self.draining:
+            return
+        self.draining = True
+        proxy = self.proxy
+        if self._server is not None:
+            self._server.close()
+        if proxy is not None:
+            proxy.draining = True
+            proxy.close_idle(self.clock.now())
+            if proxy.busy():
+                self.log.info("draining", extra={"busy_connections": proxy.busy(),
+                                                 "timeout_s": self.config.drain_timeout})
+                try:
+                    await asyncio.wait_for(proxy.idle_event.wait(), self.config.drain_timeout)
+                except asyncio.TimeoutError:
+                    self.log.warning("drain timeout; closing busy connections",
+                                     extra={"busy_connections": proxy.busy()})
+            proxy.abort_all()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for backend in self.pool.backends:
+            for conn in list(backend.idle):
+                conn.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+        if self.orchestrator is not None:
+            await self.orchestrator.close()
+        self.log.info("stopped")
+
+    def request_stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then shut down gracefully."""
+        self._stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stopped.wait()
+        self.log.info("signal received; shutting down")
+        await self.shutdown()
