@@ -5,7 +5,8 @@
 #   swarm.sh up      engine + Swarm, images, `docker stack deploy`, wait until 127.0.0.1:8080 serves
 #   swarm.sh down    remove the stack and wait until its services, containers and network are gone
 #
-# Tunables are environment variables read by deploy/stack.yml (LB_TARGET_INFLIGHT=8 swarm.sh up).
+# Tunables are environment variables read by deploy/stack.yml (LB_TARGET_INFLIGHT=8 swarm.sh up),
+# LB_PUBLISHED_PORT / LB_ADMIN_PUBLISHED_PORT (8080 / 8081) and LB_DOCKER_SOCKET among them.
 # SWARMSCALE_STACK (default swarmscale) names the stack; SWARMSCALE_UP_TIMEOUT bounds the wait.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ BASE=${SWARMSCALE_BASE_IMAGE:-swarmscale/base:bookworm}
 LB_TAG=swarmscale/lb:dev
 WEB_TAG=swarmscale/web:dev
 LOCK=/tmp/swarmscale-image.lock
+PORT=${LB_PUBLISHED_PORT:-8080}
+ADMIN_PORT=${LB_ADMIN_PUBLISHED_PORT:-8081}
 
 say() { echo "swarm.sh: $*" >&2; }
 
@@ -85,14 +88,14 @@ up() {
         say "docker stack deploy failed"
         return 1
     fi
-    until http_ok 8081 /healthz && http_ok 8080 /; do
+    until http_ok "$ADMIN_PORT" /healthz && http_ok "$PORT" /; do
         if [ $((SECONDS - start)) -ge "$UP_TIMEOUT" ]; then
             explain_failure
             return 1
         fi
         sleep 0.5
     done
-    say "stack $STACK serving on http://127.0.0.1:8080 (admin :8081) after $((SECONDS - start))s"
+    say "stack $STACK serving on http://127.0.0.1:$PORT (admin :$ADMIN_PORT) after $((SECONDS - start))s"
 }
 
 down() {
