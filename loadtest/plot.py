@@ -79,20 +79,24 @@ def plot_history(columns: Sequence[str], rows: Sequence[Sequence[object]], path:
         ax_rep.step(times, _fill(series("Replicas Current")), where="post", label="current", color="tab:blue")
         ax_rep.step(times, _fill(desired), where="post", label="desired", color="tab:gray", linestyle="--")
         marks = scale_decisions(times, desired)
+        top = max([v for v in (*series("Replicas Current"), *desired) if v is not None], default=1)
+        ax_rep.set_ylim(0, top + 1.5)  # headroom for the decision labels
     else:
         ax_rep.text(0.5, 0.5, "no --lb-admin: replicas not sampled", ha="center", va="center",
                     transform=ax_rep.transAxes, color="gray")
     ax_rep.set_ylabel("replicas")
     ax_rep.set_xlabel("seconds since start")
 
-    for t, n in marks:
+    for k, (t, n) in enumerate(marks):
         for ax in axes:
-            ax.axvline(t, color="black", alpha=0.25, linestyle=":", linewidth=1)
+            ax.axvline(t, color="tab:red", alpha=0.45, linestyle=":", linewidth=1.2,
+                       label="scale decision" if k == 0 and ax is ax_rep else None)
         ax_rep.annotate(f"\u2192{n}", (t, n), textcoords="offset points", xytext=(2, 4), fontsize=8)
 
     for ax in axes:
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
+        if ax is not ax_rep or not has_lb:
+            ax.set_ylim(bottom=0)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=8)
     # Fixed layout, not bbox_inches="tight": the image keeps exactly FIGSIZE * DPI pixels.

@@ -236,8 +236,10 @@ def progress_line(elapsed: float, users: int, interval_rps: float, fails_total: 
     return line
 
 
-async def run(user_classes: list[type[HttpUser]], opts: RunOptions) -> RunResult:
-    """Run a load test to its end (run time, shape's None, or every user stopped) and write its files."""
+async def run(user_classes: list[type[HttpUser]], opts: RunOptions,
+              stop: asyncio.Event | None = None) -> RunResult:
+    """Run a load test to its end (run time, shape's None, every user stopped, or `stop` set) and write its
+    files."""
     stats = RequestStats()
     runner = Runner(user_classes, opts.host, stats, seed=opts.seed, timeout=opts.timeout,
                     stop_timeout=opts.stop_timeout)
@@ -267,6 +269,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions) -> RunResult
     prev_t = start
     deadline = start + opts.run_time if opts.run_time else math.inf
     gone = loop.create_task(runner.all_users_gone())
+    stop_waiter = loop.create_task((stop or asyncio.Event()).wait())
     tick_no = 0
     try:
         while not finished_by_shape:
@@ -274,7 +277,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions) -> RunResult
             next_tick = min(start + tick_no * opts.tick_interval, deadline)
             delay = next_tick - loop.time()
             if delay > 0:
-                await asyncio.wait({gone}, timeout=delay)
+                await asyncio.wait({gone, stop_waiter}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             now = loop.time()
             total = stats.total()
             interval = interval_between(prev, total, now - prev_t)
@@ -290,7 +293,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions) -> RunResult
                 print(progress_line(now - start, runner.user_count, interval.rps, total.num_failures,
                                     total.num_requests, interval.percentile(0.5), interval.percentile(0.95),
                                     lb if opts.lb_admin else None), file=opts.progress, flush=True)
-            if gone.done() or now >= deadline:
+            if gone.done() or stop_waiter.done() or now >= deadline:
                 break
             if shape is not None:
                 nxt = shape.tick()
@@ -299,6 +302,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions) -> RunResult
                 runner.set_users(nxt[0], nxt[1])
     finally:
         gone.cancel()
+        stop_waiter.cancel()
         await runner.stop()
         if sampler is not None:
             sampler.cancel()

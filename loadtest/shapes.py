@@ -48,97 +48,86 @@ class _PureShape(LoadTestShape):
 
 
 class StepShape(_PureShape):
-    """`low` users, then `high` users from `start` for `duration` seconds, then `low` again until `total`.
+    """`low` users, then `high` users from `start` for `length` seconds, then `low` again until `end`.
 
-    The shape of the demo: latency reacts to the step, replicas follow it up and come back down after it.
+    The demo's shape: latency reacts to the step, replicas follow it up and come back down after it.
     """
 
-    def __init__(self, low: int = 8, high: int = 64, start: float = 20, duration: float = 40,
-                 total: float | None = None, spawn_rate: float = 100) -> None:
+    def __init__(self, low: int = 4, high: int = 64, start: float = 15, length: float = 45,
+                 end: float | None = None, spawn_rate: float = 100) -> None:
         super().__init__()
-        if low < 0 or high < 0 or start < 0 or duration <= 0 or spawn_rate <= 0:
-            raise ValueError("StepShape needs low, high, start >= 0 and duration, spawn_rate > 0")
-        self.low, self.high, self.start, self.duration = int(low), int(high), start, duration
-        self.spawn_rate = spawn_rate
-        self._total = total if total is not None else start + duration + 60
+        end = start + length + 60 if end is None else end
+        if low < 0 or high < 0 or start < 0 or length <= 0 or spawn_rate <= 0 or end <= 0:
+            raise ValueError("step needs low, high, start >= 0 and length, spawn_rate, end > 0")
+        self.low, self.high, self.start, self.length = int(low), int(high), start, length
+        self.end, self.spawn_rate = end, spawn_rate
 
     @property
     def total(self) -> float:
-        return self._total
+        return self.end
 
     def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self._total:
+        if t >= self.end:
             return None
-        users = self.high if self.start <= t < self.start + self.duration else self.low
+        users = self.high if self.start <= t < self.start + self.length else self.low
         return users, self.spawn_rate
 
 
-class SpikeShape(_PureShape):
-    """`base` users with a short burst to `peak` at `at_s` for `duration` seconds, all spawned at once."""
+class SpikeShape(StepShape):
+    """A short step: `low` users, a burst to `high` at `start` for `length` seconds, all spawned within one
+    tick (spawn rate = `high`), then `low` until `end`."""
 
-    def __init__(self, base: int = 8, peak: int = 128, at_s: float = 20, duration: float = 10,
-                 total: float | None = None) -> None:
-        super().__init__()
-        if base < 0 or peak < 0 or at_s < 0 or duration <= 0:
-            raise ValueError("SpikeShape needs base, peak, at_s >= 0 and duration > 0")
-        self.base, self.peak, self.at_s, self.duration = int(base), int(peak), at_s, duration
-        self._total = total if total is not None else at_s + duration + 60
-
-    @property
-    def total(self) -> float:
-        return self._total
-
-    def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self._total:
-            return None
-        users = self.peak if self.at_s <= t < self.at_s + self.duration else self.base
-        # A spike arrives at once: spawn the whole difference within one tick.
-        return users, float(max(self.peak, 1))
+    def __init__(self, low: int = 4, high: int = 128, start: float = 15, length: float = 10,
+                 end: float | None = None) -> None:
+        super().__init__(low, high, start, length, end, spawn_rate=float(max(int(high), 1)))
 
 
 class RampShape(_PureShape):
-    """From `start_users` to `end_users` linearly over `ramp` seconds, then held for `hold` seconds."""
+    """From `low` to `high` users linearly over `length` seconds, then held at `high` until `end`."""
 
-    def __init__(self, start_users: int = 0, end_users: int = 64, ramp: float = 60, hold: float = 0) -> None:
+    def __init__(self, low: int = 0, high: int = 64, length: float = 60, end: float | None = None) -> None:
         super().__init__()
-        if start_users < 0 or end_users < 0 or ramp <= 0 or hold < 0:
-            raise ValueError("RampShape needs users >= 0, ramp > 0 and hold >= 0")
-        self.start_users, self.end_users, self.ramp, self.hold = int(start_users), int(end_users), ramp, hold
+        end = length if end is None else end
+        if low < 0 or high < 0 or length <= 0 or end <= 0:
+            raise ValueError("ramp needs low, high >= 0 and length, end > 0")
+        self.low, self.high, self.length, self.end = int(low), int(high), length, end
 
     @property
     def total(self) -> float:
-        return self.ramp + self.hold
+        return self.end
 
     def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self.total:
+        if t >= self.end:
             return None
-        frac = min(t / self.ramp, 1.0)
-        users = round(self.start_users + (self.end_users - self.start_users) * frac)
-        # Fast enough to follow the line within a tick, never slower than 1 user/s.
-        rate = max(abs(self.end_users - self.start_users) / self.ramp * 2, 1.0)
+        frac = min(t / self.length, 1.0)
+        users = round(self.low + (self.high - self.low) * frac)
+        # Twice the line's slope, so users track it within a tick; never slower than 1 user/s.
+        rate = max(2 * abs(self.high - self.low) / self.length, 1.0)
         return users, rate
 
 
 class DailySineShape(_PureShape):
-    """A day's traffic compressed into `period` seconds: `mean` -/+ `amplitude` users, starting at the
-    night-time low, for `cycles` periods."""
+    """A day's traffic compressed into `period` seconds: from the night-time `low` to the midday `high` and
+    back, repeated until `end` (default: one period)."""
 
-    def __init__(self, mean: int = 40, amplitude: int = 32, period: float = 120, cycles: float = 1) -> None:
+    def __init__(self, low: int = 4, high: int = 64, period: float = 120, end: float | None = None) -> None:
         super().__init__()
-        if amplitude < 0 or amplitude > mean or period <= 0 or cycles <= 0:
-            raise ValueError("DailySineShape needs 0 <= amplitude <= mean and period, cycles > 0")
-        self.mean, self.amplitude, self.period, self.cycles = int(mean), int(amplitude), period, cycles
+        end = period if end is None else end
+        if low < 0 or high < low or period <= 0 or end <= 0:
+            raise ValueError("sine needs 0 <= low <= high and period, end > 0")
+        self.low, self.high, self.period, self.end = int(low), int(high), period, end
 
     @property
     def total(self) -> float:
-        return self.period * self.cycles
+        return self.end
 
     def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self.total:
+        if t >= self.end:
             return None
-        users = round(self.mean - self.amplitude * math.cos(2 * math.pi * t / self.period))
-        # Peak slope of the sine is 2*pi*A/period users/s; spawn at twice that so the shape is tracked.
-        rate = max(4 * math.pi * self.amplitude / self.period, 1.0)
+        half = (self.high - self.low) / 2
+        users = round(self.low + half * (1 - math.cos(2 * math.pi * t / self.period)))
+        # The sine's steepest slope is pi*(high-low)/period users/s; spawn at twice that to keep up.
+        rate = max(2 * math.pi * half * 2 / self.period, 1.0)
         return users, rate
 
 
@@ -151,9 +140,11 @@ SHAPES: dict[str, type[_PureShape]] = {
 }
 
 
-def parse_shape(spec: str) -> _PureShape:
-    """`NAME` or `NAME:key=value,key=value`, e.g. `step:low=5,high=50,start=10,duration=30`."""
+def parse_shape(spec: str, args: str = "") -> _PureShape:
+    """`NAME` or `NAME:key=value,...`, e.g. `step:low=4,high=64,start=15,length=45,end=120`; `args` adds
+    more key=value pairs (the --shape-args flag)."""
     name, _, params = spec.partition(":")
+    params = ",".join(p for p in (params, args) if p)
     cls = SHAPES.get(name.strip().lower())
     if cls is None:
         raise ValueError(f"unknown shape {name!r}; choose one of {', '.join(sorted(SHAPES))}")

@@ -1,0 +1,189 @@
+"""The story of one run, from its history CSV: how far replicas went, how fast, and what latency did.
+
+    python -m loadtest.report reports/demo          # PREFIX, or the _stats_history.csv path itself
+    python -m loadtest.report reports/demo --json
+
+The load's "step" is found from the User Count column: rows at or above the midpoint between the lowest
+non-zero and the highest user count are "during"; rows before and after that span are "before" and "after".
+p95 for a phase is the median of that phase's per-second p95 values (the history holds per-second
+percentiles, not every sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Summary:
+    duration_s: float
+    peak_users: int
+    load_start_s: float | None  # seconds from the first row to the step's start
+    load_end_s: float | None
+    total_requests: int
+    total_failures: int
+    p95_before_ms: float | None
+    p95_during_ms: float | None
+    p95_after_ms: float | None
+    replicas_start: int | None
+    peak_replicas: int | None
+    first_scale_up_s: float | None  # from the step's start until current replicas first rose
+    to_peak_s: float | None  # from the step's start until current replicas first reached their peak
+    back_to_min_s: float | None  # from the step's end until current replicas were back at replicas_start
+
+    @property
+    def failure_pct(self) -> float:
+        return 100.0 * self.total_failures / self.total_requests if self.total_requests else 0.0
+
+
+def _f(v: str | None) -> float | None:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def history_path(prefix_or_path: str) -> Path:
+    p = Path(prefix_or_path)
+    if p.name.endswith("_stats_history.csv"):
+        return p
+    return p.with_name(p.name + "_stats_history.csv")
+
+
+def _aggregated_totals(history: Path) -> tuple[int, int] | None:
+    """(requests, failures) from the final PREFIX_stats.csv, which also counts requests that finished while
+    users were stopping after the last history row."""
+    stats = history.with_name(history.name.replace("_stats_history.csv", "_stats.csv"))
+    if not stats.is_file():
+        return None
+    with open(stats, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("Name") == "Aggregated":
+                return int(row["Request Count"]), int(row["Failure Count"])
+    return None
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | None = None) -> Summary:
+    """The summary of history rows (dicts keyed by the CSV's column names)."""
+    rows = [r for r in rows if r.get("Name", "Aggregated") == "Aggregated"]
+    if not rows:
+        raise ValueError("the history has no rows")
+    t0 = _f(rows[0]["Timestamp"]) or 0.0
+    times = [(_f(r["Timestamp"]) or t0) - t0 for r in rows]
+    users = [int(_f(r["User Count"]) or 0) for r in rows]
+    p95 = [(_f(r.get("95%")) if (_f(r.get("Requests/s")) or 0) > 0 else None) for r in rows]
+    current = [_f(r.get("Replicas Current")) for r in rows]
+
+    peak_users = max(users)
+    nonzero = [u for u in users if u > 0]
+    threshold = (min(nonzero) + peak_users) / 2 if nonzero else 0
+    during = [i for i, u in enumerate(users) if u > 0 and u >= threshold]
+    first, last = (during[0], during[-1]) if during else (None, None)
+    # The step ends where the first row after it starts (rows are about a second apart).
+    load_start = times[first] if first is not None else None
+    load_end = times[last + 1] if last is not None and last + 1 < len(rows) else (
+        times[last] if last is not None else None)
+
+    def phase_p95(idx: range) -> float | None:
+        return _median([p for p in (p95[i] for i in idx) if p is not None])
+
+    if first is not None and last is not None:
+        before, in_step, after = range(0, first), range(first, last + 1), range(last + 1, len(rows))
+    else:
+        before, in_step, after = range(0), range(len(rows)), range(0)
+
+    known = [c for c in current if c is not None]
+    replicas_start = peak = first_up = to_peak = back = None
+    if known:
+        peak = int(max(known))
+        start_idx = first if first is not None else 0
+        base_candidates = [c for c in current[:start_idx + 1] if c is not None]
+        replicas_start = int(base_candidates[-1] if base_candidates else known[0])
+        origin = times[start_idx]
+        for i in range(start_idx, len(rows)):
+            c = current[i]
+            if c is None:
+                continue
+            if first_up is None and c > replicas_start:
+                first_up = times[i] - origin
+            if c >= peak:
+                to_peak = times[i] - origin
+                break
+        if last is not None and load_end is not None:
+            for i in range(last + 1, len(rows)):
+                c = current[i]
+                if c is not None and c <= replicas_start:
+                    back = times[i] - load_end
+                    break
+
+    if totals is None:
+        totals = (int(_f(rows[-1].get("Total Request Count")) or 0),
+                  int(_f(rows[-1].get("Total Failure Count")) or 0))
+    return Summary(
+        duration_s=times[-1], peak_users=peak_users, load_start_s=load_start, load_end_s=load_end,
+        total_requests=totals[0], total_failures=totals[1], p95_before_ms=phase_p95(before),
+        p95_during_ms=phase_p95(in_step), p95_after_ms=phase_p95(after), replicas_start=replicas_start,
+        peak_replicas=peak, first_scale_up_s=first_up, to_peak_s=to_peak, back_to_min_s=back,
+    )
+
+
+def summarize(prefix_or_path: str) -> Summary:
+    """Summary of a run from its files: PREFIX (as given to --csv) or the _stats_history.csv path."""
+    path = history_path(prefix_or_path)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return summarize_rows(rows, _aggregated_totals(path))
+
+
+def _s(v: float | None, unit: str = "s") -> str:
+    return "n/a" if v is None else f"{v:.0f} {unit}"
+
+
+def format_summary(s: Summary) -> str:
+    lines = [
+        f"Requests:            {s.total_requests} ({s.total_failures} failed, {s.failure_pct:.2f}%)",
+        f"Users:               peak {s.peak_users}; step from {_s(s.load_start_s)} to {_s(s.load_end_s)}",
+        f"p95 latency:         before {_s(s.p95_before_ms, 'ms')}, during {_s(s.p95_during_ms, 'ms')}, "
+        f"after {_s(s.p95_after_ms, 'ms')}",
+    ]
+    if s.peak_replicas is None:
+        lines.append("Replicas:            not sampled (run with --lb-admin URL)")
+    else:
+        lines += [
+            f"Replicas:            {s.replicas_start} at the step, peak {s.peak_replicas}",
+            f"Scale-up:            first after {_s(s.first_scale_up_s)}, peak after {_s(s.to_peak_s)} "
+            "(from the step's start)",
+            f"Scale-down:          back at {s.replicas_start} after "
+            + (f"{_s(s.back_to_min_s)} (from the step's end)" if s.back_to_min_s is not None
+               else "n/a (not within the run)"),
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.report", description=__doc__.splitlines()[0])
+    parser.add_argument("prefix", help="the --csv PREFIX of a run, or its _stats_history.csv")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize(args.prefix)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"loadtest.report: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(summary), indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

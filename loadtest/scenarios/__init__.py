@@ -1,0 +1,1 @@
+"""Bundled scenarios; `web` is the default for `python -m loadtest`."""

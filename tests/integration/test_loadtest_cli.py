@@ -1,0 +1,86 @@
+"""`python -m loadtest` and `python -m loadtest.report` as a user runs them, against a loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+pytestmark = pytest.mark.timeout(90)
+
+SCENARIO = '''
+from loadtest import HttpUser, LoadTestShape, constant, task
+
+
+class Visitor(HttpUser):
+    wait_time = constant(0.005)
+
+    @task
+    async def index(self):
+        await self.client.get("/hello")
+
+
+class Short(LoadTestShape):
+    def tick(self):
+        return (3, 100) if self.get_run_time() < 1.5 else None
+'''
+
+
+async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(tmp_path: Path) -> None:
+    seen = {"n": 0}
+
+    async def handle(_: web.Request) -> web.Response:
+        seen["n"] += 1
+        return web.Response(text="hi")
+
+    app = web.Application()
+    app.router.add_get("/hello", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scenario = tmp_path / "locustfile.py"
+    scenario.write_text(SCENARIO)
+    prefix = tmp_path / "out" / "run"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loadtest", "-f", str(scenario), "-H", f"http://127.0.0.1:{port}",
+            "--headless", "-t", "20s", "--csv", str(prefix), "--plot", str(tmp_path / "out" / "run.png"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "users=3" in text and "Aggregated" in text
+    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv"):
+        assert Path(f"{prefix}{suffix}").is_file()
+    assert (tmp_path / "out" / "run.png").stat().st_size > 0
+    with open(f"{prefix}_stats.csv", newline="") as fh:
+        rows = {r["Name"]: r for r in csv.DictReader(fh)}
+    assert int(rows["Aggregated"]["Request Count"]) == int(rows["/hello"]["Request Count"]) == seen["n"] > 0
+
+    report = await asyncio.create_subprocess_exec(sys.executable, "-m", "loadtest.report", str(prefix),
+                                                  stdout=asyncio.subprocess.PIPE)
+    rout, _ = await asyncio.wait_for(report.communicate(), timeout=30)
+    assert report.returncode == 0
+    assert f"Requests:            {seen['n']} (0 failed" in rout.decode()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-t", "soon"], "bad run time"),
+    (["--shape", "zigzag"], "unknown shape"),
+    (["-f", "/nonexistent/locustfile.py"], "no scenario file"),
+])
+async def test_cli_rejects_bad_input_in_one_line(args: list[str], message: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest", "-H", "http://127.0.0.1:9", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 2
+    assert message in err.decode() and "Traceback" not in err.decode()
