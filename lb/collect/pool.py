@@ -167,10 +167,10 @@ class Pool:
         backend.requests[status] = backend.requests.get(status, 0) + 1
         elapsed = now - started
         self.histogram.record(now, elapsed)
-        backend.observe_latency(now, elapsed)
         if failed or 502 <= status <= 504:
-            self.failure(backend, now)
+            self.failure(backend, now)   # and no latency sample: a fast failure must not look cheap
         else:
+            backend.observe_latency(now, elapsed)
             backend.consecutive_failures = 0
         if backend.state == DRAINING and backend.inflight == 0:
             self._reap()

@@ -151,13 +151,16 @@ class Exchange:
         if self.expect_continue and not self.request_done:
             self.expect_continue = False
             client.transport.write(_CONTINUE)
+        head = self.req.head
+        if not self.req.has_host:   # HTTP/1.1 to the backend needs a Host
+            head = head[:-2] + b"Host: " + conn.backend.address.encode() + b"\r\n\r\n"
         if self.body:
-            conn.transport.writelines([self.req.head, *self.body])  # type: ignore[union-attr]
+            conn.transport.writelines([head, *self.body])  # type: ignore[union-attr]
             if not self.replay:
                 self.body = []
             client.resume(1)
         else:
-            conn.transport.write(self.req.head)  # type: ignore[union-attr]
+            conn.transport.write(head)  # type: ignore[union-attr]
         if client.write_paused:
             conn.pause_reading()
         if self.request_done:

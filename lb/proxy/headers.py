@@ -33,6 +33,7 @@ class RequestHead(NamedTuple):
     has_body: bool
     expect_continue: bool
     upgrade: bool
+    has_host: bool         # False for an HTTP/1.0 request without Host: the backend's address is added
 
 
 def build_request(method: bytes, target: bytes, headers: Headers, client_ip: bytes,
@@ -76,7 +77,7 @@ def build_request(method: bytes, target: bytes, headers: Headers, client_ip: byt
         out += (b"Connection: upgrade\r\nUpgrade: ", upgrade_to, b"\r\n")
     out.append(b"\r\n")
     has_body = chunked or (length != b"" and length != b"0")
-    return RequestHead(b"".join(out), chunked, has_body, expect and has_body, upgrade)
+    return RequestHead(b"".join(out), chunked, has_body, expect and has_body, upgrade, host is not None)
 
 
 class ResponseHead(NamedTuple):

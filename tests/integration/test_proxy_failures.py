@@ -1,0 +1,145 @@
+"""Failures: retries, 502/503/504, ejection, and bad requests that must not hurt anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from tests.integration.conftest import LOCAL, open_client, read_response, unused_port
+
+
+async def status(lb) -> dict:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://{LOCAL}:{lb.admin_port}/status") as r:
+            return await r.json()
+
+
+async def test_refused_connection_is_retried_elsewhere_whatever_the_method(backend_factory, balancer_factory):
+    good = await backend_factory()
+    dead = f"{LOCAL}:{unused_port()}"
+    lb = await balancer_factory([dead, good.address], eject_after=100)
+    async def post(session: aiohttp.ClientSession, i: int) -> tuple[int, int]:
+        async with session.post(f"http://{LOCAL}:{lb.proxy_port}/p{i}", data=b"body") as r:
+            return r.status, (await r.json())["body_len"]
+
+    async with aiohttp.ClientSession() as session:   # concurrent: the busy good one makes the dead one look cheap
+        results = await asyncio.gather(*(post(session, i) for i in range(12)))
+    assert results == [(200, 4)] * 12
+    assert len(good.seen) == 12
+    dead_backend = lb.pool.get(dead)
+    assert dead_backend is not None and dead_backend.errors > 0
+
+
+def dropping_handler():
+    """A backend that reads the request and drops the connection without answering."""
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        request.transport.abort()
+        return web.Response(text="never sent")
+    return handle
+
+
+async def test_request_lost_after_send_retries_idempotent_and_502s_the_rest(backend_factory, balancer_factory):
+    bad = await backend_factory(dropping_handler())
+    good = await backend_factory()
+    lb = await balancer_factory([bad.address, good.address], eject_after=1000, retry_budget=1.0)
+
+    async def get(session: aiohttp.ClientSession, i: int) -> int:
+        async with session.get(f"http://{LOCAL}:{lb.proxy_port}/g{i}") as r:
+            return r.status
+
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(50):   # concurrent batches until the bad backend has had a few
+            statuses += await asyncio.gather(*(get(session, i) for i in range(8)))
+            if len(bad.seen) >= 3:
+                break
+    assert len(bad.seen) >= 3
+    assert set(statuses) == {200}, "idempotent requests are retried on the good backend"
+    assert lb.pool.retries_total >= 3
+
+    only_bad = await balancer_factory([bad.address])
+    seen_before = len(bad.seen)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://{LOCAL}:{only_bad.proxy_port}/p", data=b"x") as r:
+            assert r.status == 502
+    assert len(bad.seen) == seen_before + 1, "a POST that may have reached a backend is not replayed"
+
+
+async def test_slow_backend_gets_504(backend_factory, balancer_factory):
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    slow = await backend_factory(handle)
+    lb = await balancer_factory([slow.address], upstream_timeout=0.2)
+    reader, writer = await open_client(lb)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await read_response(reader)
+    assert response.status == 504
+    release.set()
+    writer.close()
+
+
+async def test_no_backend_is_503_with_retry_after(balancer_factory):
+    lb = await balancer_factory([])
+    reader, writer = await open_client(lb)
+    for _ in range(2):   # and the client connection survives it
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await read_response(reader)
+        assert response.status == 503 and response.headers["retry-after"] == "1"
+    writer.close()
+
+
+async def test_failing_backend_is_ejected_but_never_all(backend_factory, balancer_factory):
+    good = await backend_factory()
+    dead1, dead2 = f"{LOCAL}:{unused_port()}", f"{LOCAL}:{unused_port()}"
+    lb = await balancer_factory([dead1, good.address], eject_after=2, eject_base=60)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(30):
+            async with session.get(f"http://{LOCAL}:{lb.proxy_port}/") as r:
+                assert r.status == 200
+            if lb.pool.get(dead1).state == "ejected":
+                break
+    states = {b["address"]: b["state"] for b in (await status(lb))["backends"]}
+    assert states == {dead1: "ejected", good.address: "active"}
+    assert lb.pool.ejections_total == 1
+
+    lb2 = await balancer_factory([dead1, dead2], eject_after=1, eject_base=60)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(4):
+            async with session.get(f"http://{LOCAL}:{lb2.proxy_port}/") as r:
+                assert r.status == 502
+    states = [b["state"] for b in (await status(lb2))["backends"]]
+    assert states.count("ejected") == 1, "the last serving backend is never ejected"
+
+
+async def test_malformed_and_oversized_requests_do_not_hurt_others(backend_factory, balancer_factory):
+    backend = await backend_factory()
+    lb = await balancer_factory([backend.address], max_header_bytes=4096)
+    other_reader, other_writer = await open_client(lb)
+
+    reader, writer = await open_client(lb)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\x01 garbage\r\n\r\n")
+    first = await read_response(reader)
+    bad = await read_response(reader)
+    assert (first.status, bad.status) == (200, 400)
+    assert await reader.read() == b""
+
+    for head in (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000):   # never ends
+        reader, writer = await open_client(lb)
+        writer.write(head)
+        response = await read_response(reader)
+        assert response.status == 431
+        writer.close()
+
+    other_writer.write(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await read_response(other_reader)
+    assert response.status == 200 and b"/still" in response.body
+    assert [r.path for r in backend.seen] == ["/", "/still"]
+    other_writer.close()

@@ -1,0 +1,60 @@
+"""Config parsing: defaults, good values, and one clear line naming each bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from lb.config import Config, ConfigError, HostPort, documented_variables
+
+
+def test_defaults():
+    config = Config.from_env({})
+    assert config.listen == HostPort("0.0.0.0", 8080)
+    assert config.admin_listen == HostPort("0.0.0.0", 8081)
+    assert config.backends == ()
+    assert (config.upstream_timeout, config.drain_timeout) == (60.0, 30.0)
+    assert not config.swarm_mode
+
+
+@pytest.mark.parametrize("env, field, expected", [
+    ({"LB_LISTEN": "127.0.0.1:9000"}, "listen", HostPort("127.0.0.1", 9000)),
+    ({"LB_LISTEN": "[::1]:9000"}, "listen", HostPort("::1", 9000)),
+    ({"LB_BACKENDS": "a:1, b:2,"}, "backends", (HostPort("a", 1), HostPort("b", 2))),
+    ({"LB_UPSTREAM_TIMEOUT": "0.5"}, "upstream_timeout", 0.5),
+    ({"LB_DRAIN_TIMEOUT": "0"}, "drain_timeout", 0.0),
+    ({"LB_RETRY_BUDGET": "1"}, "retry_budget", 1.0),
+    ({"LB_EJECT_AFTER": "3"}, "eject_after", 3),
+    ({"LB_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
+    ({"LB_UPSTREAM_TIMEOUT": ""}, "upstream_timeout", 60.0),   # empty means default
+])
+def test_good_values(env, field, expected):
+    assert getattr(Config.from_env(env), field) == expected
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"LB_LISTEN": "8080"}, "LB_LISTEN"),
+    ({"LB_LISTEN": "host:99999"}, "LB_LISTEN"),
+    ({"LB_ADMIN_LISTEN": "x:y"}, "LB_ADMIN_LISTEN"),
+    ({"LB_BACKENDS": "a:1,b"}, "LB_BACKENDS"),
+    ({"LB_UPSTREAM_TIMEOUT": "soon"}, "LB_UPSTREAM_TIMEOUT"),
+    ({"LB_UPSTREAM_TIMEOUT": "0"}, "LB_UPSTREAM_TIMEOUT"),
+    ({"LB_UPSTREAM_TIMEOUT": "nan"}, "LB_UPSTREAM_TIMEOUT"),
+    ({"LB_DRAIN_TIMEOUT": "-1"}, "LB_DRAIN_TIMEOUT"),
+    ({"LB_MAX_HEADER_BYTES": "10"}, "LB_MAX_HEADER_BYTES"),
+    ({"LB_RETRY_BUDGET": "2"}, "LB_RETRY_BUDGET"),
+    ({"LB_EJECT_AFTER": "0"}, "LB_EJECT_AFTER"),
+    ({"LB_LOG_LEVEL": "loud"}, "LB_LOG_LEVEL"),
+    ({"LB_POLICY": "no-such-policy"}, "LB_POLICY"),
+    ({"LB_MIN_REPLICAS": "5", "LB_MAX_REPLICAS": "2"}, "LB_MIN_REPLICAS"),
+    ({"LB_BACKENDS": "a:1", "LB_SERVICE": "web"}, "LB_BACKENDS"),
+])
+def test_bad_values_name_the_variable_in_one_line(env, variable):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(env)
+    message = str(info.value)
+    assert message.startswith(variable) and "expects" in message and "\n" not in message
+
+
+def test_every_variable_is_documented():
+    names = [name for name, _, doc in documented_variables() if doc]
+    assert len(names) == len(set(names)) and all(n.startswith("LB_") for n in names)
