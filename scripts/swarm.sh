@@ -27,7 +27,7 @@ say() { echo "swarm.sh: $*" >&2; }
 build() {
     local tag=$1 out
     shift
-    if ! out=$(docker build --build-arg BASE_IMAGE="$BASE" -t "$tag" "$@" . 2>&1); then
+    if ! out=$(docker build --force-rm --build-arg BASE_IMAGE="$BASE" -t "$tag" "$@" . 2>&1); then
         echo "$out" >&2
         say "building $tag failed"
         return 1
