@@ -1,0 +1,217 @@
+"""Discovery: keep the proxy's backend pool equal to the service's running (and healthy) tasks.
+
+Every LB_DISCOVERY_INTERVAL seconds it asks the orchestrator for the running backends and hands the
+set to `pool.update()`: new tasks join (in slow start), tasks that left the desired state `running`
+get no new requests while their in-flight ones finish. When the engine fails, the last known pool
+stays, one log line says so (one per outage, not one per try), the looks back off, and a line says
+when it is back.
+
+Without access to the engine's socket, `choose_orchestrator` falls back to `DnsDiscovery`: the
+tasks' addresses from DNS `tasks.<service>` (Swarm's embedded DNS), and no scaling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+from typing import Any, Iterator, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from lb.clock import Clock
+from lb.config import Config
+from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
+
+log = logging.getLogger("lb.discovery")
+
+#: Longest pause between looks while the engine keeps failing.
+MAX_BACKOFF_S = 10.0
+
+
+class _Pool(Protocol):
+    def update(self, addresses: Any) -> None: ...
+
+
+class Discovery:
+    def __init__(self, config: Config, pool: _Pool, orchestrator: Orchestrator, clock: Clock | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.orchestrator = orchestrator
+        self.clock = clock or Clock()
+        self.source = "dns" if isinstance(orchestrator, DnsDiscovery) else "engine"
+        self.backends: list[str] | None = None   # last set handed to the pool; None before the first
+        self.looks_total = 0
+        self.errors_total = 0
+        self.changes_total = 0
+        self.failures = 0                  # consecutive, for the backoff
+        self.last_error = ""
+        self._outage_since: float | None = None
+        self.collector = DiscoveryCollector(self)
+        if registry is not None:
+            registry.register(self.collector)
+
+    def install(self, balancer: Any) -> None:
+        """Hook into a Balancer: its pool's updates, a background loop, /metrics and /status."""
+        balancer.registry.register(self.collector)
+        balancer.background.append(self.run)
+        balancer.status_extra["discovery"] = self.status
+
+    async def run(self) -> None:
+        """Look, then wait, until cancelled."""
+        while True:
+            await self.refresh()
+            await self.clock.sleep(self.pause())
+
+    def pause(self) -> float:
+        interval = self.config.discovery_interval
+        if not self.failures:
+            return interval
+        return min(interval * 2 ** self.failures, max(MAX_BACKOFF_S, interval))
+
+    async def refresh(self) -> bool:
+        """One look. True when it succeeded (whether or not the set changed)."""
+        self.looks_total += 1
+        try:
+            # The orchestrator bounds its own calls; this guards against one that does not.
+            found = await asyncio.wait_for(self.orchestrator.running_backends(),
+                                           self.config.docker_timeout * 4)
+        except asyncio.TimeoutError:
+            self._failed(OrchestratorError("listing the service's tasks timed out"))
+            return False
+        except OrchestratorError as exc:
+            self._failed(exc)
+            return False
+        self._recovered()
+        self._apply(found)
+        return True
+
+    def _apply(self, found: list[BackendInfo]) -> None:
+        addresses = sorted({b.address for b in found})
+        if addresses == self.backends:
+            return
+        before = set(self.backends or ())
+        self.pool.update(addresses)
+        self.changes_total += 1
+        log.info("backends changed", extra={
+            "backends": addresses, "added": sorted(set(addresses) - before),
+            "removed": sorted(before - set(addresses)), "source": self.source})
+        self.backends = addresses
+
+    def _failed(self, exc: Exception) -> None:
+        self.errors_total += 1
+        self.failures += 1
+        self.last_error = str(exc)
+        if self._outage_since is None:
+            self._outage_since = self.clock.now()
+            log.warning("discovery failing; keeping the last known backends", extra={
+                "error": self.last_error, "backends": self.backends or [], "retry_in_s": round(self.pause(), 2)})
+        else:
+            log.debug("discovery still failing", extra={"error": self.last_error, "failures": self.failures})
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.info("discovery recovered", extra={
+                "failures": self.failures, "outage_s": round(self.clock.now() - self._outage_since, 3)})
+        self._outage_since = None
+        self.failures = 0
+
+    def status(self) -> dict[str, Any]:
+        """What /status shows under `discovery`."""
+        return {"source": self.source, "ok": self._outage_since is None, "backends": self.backends or [],
+                "errors": self.errors_total, "changes": self.changes_total, "last_error": self.last_error,
+                "can_scale": self.orchestrator.can_scale}
+
+
+class DiscoveryCollector(Collector):
+    """Read at scrape time, like the pool's collector: the loop only bumps plain integers."""
+
+    def __init__(self, discovery: Discovery) -> None:
+        self.discovery = discovery
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.discovery
+        yield CounterMetricFamily("lb_discovery_errors", "Failed looks at the service's tasks "
+                                  "(engine unreachable, slow or refusing)", value=d.errors_total)
+        yield CounterMetricFamily("lb_discovery_changes", "Times the set of backends changed", value=d.changes_total)
+        yield GaugeMetricFamily("lb_discovery_up", "1 when the last look at the service's tasks succeeded",
+                                value=0 if d.failures else 1)
+        yield GaugeMetricFamily("lb_discovery_backends", "Backends discovery last found",
+                                value=len(d.backends or ()))
+        conflicts = getattr(d.orchestrator, "update_conflicts", None)
+        if conflicts is not None:
+            yield CounterMetricFamily("lb_scale_update_conflicts", "Service updates the engine refused as "
+                                      "out of sequence (re-read and retried)", value=conflicts)
+
+
+class DnsDiscovery(Orchestrator):
+    """Backends from Swarm's DNS `tasks.<service>`, for a balancer without the engine's socket.
+
+    It cannot scale (can_scale False) and sees every task with an address, healthy or not: the
+    proxy's own ejection of failing backends is what protects clients here.
+    """
+
+    can_scale = False
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.host = f"tasks.{config.service}"
+        self._last: list[BackendInfo] = []
+
+    async def running_backends(self) -> list[BackendInfo]:
+        loop = asyncio.get_running_loop()
+        port = self.config.backend_port
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(self.host, port, type=socket.SOCK_STREAM),
+                                           self.config.docker_timeout)
+        except asyncio.TimeoutError:
+            raise OrchestratorError(f"DNS lookup of {self.host} timed out") from None
+        except OSError as exc:
+            raise OrchestratorError(f"DNS lookup of {self.host} failed: {exc}") from None
+        hosts = sorted({info[4][0] for info in infos})
+        self._last = [BackendInfo(f"[{h}]:{port}" if ":" in h else f"{h}:{port}") for h in hosts]
+        return list(self._last)
+
+    async def current_replicas(self) -> int:
+        return len(await self.running_backends())
+
+    async def scale(self, replicas: int) -> None:
+        raise OrchestratorError("DNS discovery cannot scale (no access to the Docker engine)")
+
+
+def engine_socket_problem(docker_host: str) -> str | None:
+    """Why the engine's socket cannot be used at all (missing, not a socket, no permission), or None.
+
+    An engine that exists but does not answer yet is not this: that is an outage to wait out.
+    """
+    if not docker_host.startswith("unix://"):
+        return None
+    path = docker_host[len("unix://"):]
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{path} does not exist (mount the engine's socket to scale)"
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if not stat.S_ISSOCK(mode):
+        return f"{path} is not a socket"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"{path}: permission denied"
+    return None
+
+
+def choose_orchestrator(config: Config, clock: Clock | None = None) -> Orchestrator:
+    """The Swarm orchestrator when the engine's socket is there; DNS discovery (no scaling) otherwise."""
+    problem = engine_socket_problem(config.docker_host)
+    if problem is None:
+        from lb.orchestrators.swarm import SwarmOrchestrator   # imports `docker` only when needed
+
+        return SwarmOrchestrator(config, clock)
+    log.warning("no access to the Docker engine: discovering backends by DNS, not scaling", extra={
+        "reason": problem, "dns_name": f"tasks.{config.service}"})
+    return DnsDiscovery(config, clock)
