@@ -18,6 +18,7 @@ from lb.collect.latency import RollingHistogram
 
 _MIN_WEIGHT = 0.05
 _MAX_EJECT_DOUBLINGS = 6     # the longest ejection is eject_base * 64
+_NEVER = float("inf")
 _MIN_RETRIES = 3             # retries always allowed at once, whatever the budget (Envoy's floor)
 
 
@@ -40,7 +41,7 @@ class Pool:
         self.backends: list[Backend] = []
         self._by_address: dict[str, Backend] = {}
         self._serving: list[Backend] = []     # cached: backends that may get new requests
-        self._next_change = float("inf")       # when an ejection ends or a slow start finishes
+        self._next_change = _NEVER            # when an ejection ends or a slow start finishes
         self.histogram = RollingHistogram()
         # Totals for the control loop and /metrics.
         self.inflight = 0
@@ -93,7 +94,7 @@ class Pool:
 
     def _refresh(self, now: float) -> None:
         """Recompute who serves: ejections that ended, slow starts that finished."""
-        next_change = float("inf")
+        next_change = _NEVER
         for backend in self.backends:
             if backend.state == EJECTED:
                 if now >= backend.ejected_until:
@@ -119,9 +120,11 @@ class Pool:
 
     # --- picking -------------------------------------------------------------------------------
     def pick(self, exclude: tuple[Backend, ...] = ()) -> Backend | None:
-        now = self.clock.now()
-        if now >= self._next_change:
-            self._refresh(now)
+        now = 0.0
+        if self._next_change != _NEVER:   # an ejection or slow start may have ended
+            now = self.clock.now()
+            if now >= self._next_change:
+                self._refresh(now)
         candidates = self._serving
         if exclude:
             candidates = [b for b in candidates if b not in exclude]

@@ -31,7 +31,7 @@ class Exchange:
                  "request_done", "upstream", "backend", "started", "tried", "response_started",
                  "timer", "finished", "reason", "response_headers", "status", "resp_chunked",
                  "close_delimited", "no_body", "close_after", "retrying", "expect_continue",
-                 "tunnel_data", "upstream_keep_alive")
+                 "tunnel_data", "upstream_keep_alive", "head_out")
 
     def __init__(self, client: "ClientConnection", method: bytes, req: RequestHead, keep_alive: bool,
                  http11: bool) -> None:
@@ -62,6 +62,7 @@ class Exchange:
         self.expect_continue = req.expect_continue and http11
         self.tunnel_data = b""            # bytes the client sent after an Upgrade request
         self.upstream_keep_alive = False
+        self.head_out: list[bytes] | None = None
 
     # --- from the client -----------------------------------------------------------------------
     def request_body(self, data: bytes) -> None:
@@ -227,25 +228,39 @@ class Exchange:
         else:
             parts.append(b"\r\n")
         self.close_after = close
-        client.transport.writelines(parts)
+        # Held back until the end of this read, so head and body leave in one write (one syscall).
+        self.head_out = parts
         if self.method == b"HEAD" and self.upstream is not None:
             # llhttp would wait for the body Content-Length announces: end the message here.
             self.upstream.reset_parser = True
             self.response_complete()
 
+    def flush_head(self) -> None:
+        out, self.head_out = self.head_out, None
+        if out:
+            self.client.transport.writelines(out)
+
     def response_body(self, data: bytes) -> None:
         if self.finished or self.no_body:
             return
-        if self.resp_chunked:
-            self.client.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        out = self.head_out
+        if out is not None:
+            self.head_out = None
         else:
-            self.client.transport.write(data)
+            out = []
+        if self.resp_chunked:
+            out += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            out.append(data)
+        self.client.transport.writelines(out)
 
     def response_complete(self) -> None:
         if self.finished or not self.response_started or self.status == 101:
             return
         if self.resp_chunked:
-            self.client.transport.write(b"0\r\n\r\n")
+            self._write(b"0\r\n\r\n")
+        else:
+            self.flush_head()
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.release(self.request_done and self.upstream_keep_alive and not self.close_delimited)
@@ -289,6 +304,7 @@ class Exchange:
                 self.close_after = self.close_after or not self.resp_chunked
                 self.response_complete_closed()
             else:                       # truncated mid-response: the client must see it too
+                self.flush_head()
                 self._end(self.status, failed=True)
                 self.finished = True
                 self.client.abort()
@@ -311,9 +327,20 @@ class Exchange:
 
     def response_complete_closed(self) -> None:
         if self.resp_chunked:
-            self.client.transport.write(b"0\r\n\r\n")
+            self._write(b"0\r\n\r\n")
+        else:
+            self.flush_head()
         self._end(self.status, failed=False)
         self._done(self.close_after)
+
+    def _write(self, data: bytes) -> None:
+        out = self.head_out
+        if out is None:
+            self.client.transport.write(data)
+        else:
+            self.head_out = None
+            out.append(data)
+            self.client.transport.writelines(out)
 
     # --- ending --------------------------------------------------------------------------------
     def _end(self, status: int, failed: bool) -> None:

@@ -17,11 +17,17 @@ _NEVER_DROPPED = frozenset((b"content-length", b"host"))
 Headers = list[tuple[bytes, bytes]]
 
 
+# Connection values that name no other field: the common case needs no second look.
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"upgrade", b"keep-alive, upgrade", b"upgrade, keep-alive"))
+
+
 def _drop_set(headers: Headers) -> frozenset[bytes]:
-    tokens = None
+    tokens: set[bytes] = set()
     for name, value in headers:
         if len(name) == 10 and name.lower() == b"connection":
-            tokens = (tokens or set()) | {t.strip().lower() for t in value.split(b",") if t.strip()}
+            value = value.lower()
+            if value not in _PLAIN_CONNECTION:
+                tokens.update(t.strip() for t in value.split(b",") if t.strip())
     if not tokens:
         return HOP_BY_HOP
     return HOP_BY_HOP | (frozenset(tokens) - _NEVER_DROPPED)

@@ -51,6 +51,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
+            if exchange.head_out is not None:   # a head whose body is still to come
+                exchange.flush_head()
         except HttpParserUpgrade as upgrade:
             exchange.upstream_upgraded(data[upgrade.args[0]:])
         except HttpParserError as exc:

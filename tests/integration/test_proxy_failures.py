@@ -99,10 +99,13 @@ async def test_failing_backend_is_ejected_but_never_all(backend_factory, balance
     good = await backend_factory()
     dead1, dead2 = f"{LOCAL}:{unused_port()}", f"{LOCAL}:{unused_port()}"
     lb = await balancer_factory([dead1, good.address], eject_after=2, eject_base=60)
+    async def get(session: aiohttp.ClientSession) -> int:
+        async with session.get(f"http://{LOCAL}:{lb.proxy_port}/") as r:
+            return r.status
+
     async with aiohttp.ClientSession() as session:
-        for _ in range(30):
-            async with session.get(f"http://{LOCAL}:{lb.proxy_port}/") as r:
-                assert r.status == 200
+        for _ in range(50):   # concurrent batches: some are bound to pick the dead one
+            assert set(await asyncio.gather(*(get(session) for _ in range(8)))) == {200}
             if lb.pool.get(dead1).state == "ejected":
                 break
     states = {b["address"]: b["state"] for b in (await status(lb))["backends"]}
