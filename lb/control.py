@@ -1,0 +1,192 @@
+"""The control loop: collect -> decide -> act, every LB_SCALE_INTERVAL seconds.
+
+It samples the pool's cumulative counters into sliding windows, builds a Snapshot, asks the policy,
+clamps the answer to LB_MIN_REPLICAS..LB_MAX_REPLICAS and calls the orchestrator only when the count
+changes. Engine trouble never reaches the data path: the loop logs, counts, backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from lb.clock import Clock
+from lb.config import Config
+from lb.orchestrators.base import Orchestrator, OrchestratorError
+from policies import Policy, Snapshot, make
+from policies.windows import SlidingWindows
+
+log = logging.getLogger("lb.control")
+
+#: Longest pause between attempts while the engine keeps failing.
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class ReplicaStatus:
+    """What /status shows under `replicas`."""
+
+    current: int | None = None
+    desired: int | None = None
+    last_decision: dict[str, Any] | None = None
+    engine_ok: bool = True
+    errors: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Metrics:
+    registry: CollectorRegistry
+    current: Gauge = field(init=False)
+    desired: Gauge = field(init=False)
+    decisions: Counter = field(init=False)
+    scale_events: Counter = field(init=False)
+    errors: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.current = Gauge("lb_replicas_current", "Replicas the service is set to", registry=r)
+        self.desired = Gauge("lb_replicas_desired", "Replicas the policy wants, after clamping", registry=r)
+        self.decisions = Counter("lb_scale_decisions_total", "Decisions the control loop made", registry=r)
+        self.scale_events = Counter("lb_scale_events_total", "Times the service was scaled",
+                                    ["direction"], registry=r)
+        self.errors = Counter("lb_orchestrator_errors_total",
+                              "Failed calls to the orchestrator (Docker engine)", registry=r)
+
+
+class ControlLoop:
+    def __init__(self, config: Config, pool: Any, orchestrator: Orchestrator,
+                 clock: Clock | None = None, registry: CollectorRegistry | None = None,
+                 policy: Policy | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.orchestrator = orchestrator
+        self.clock = clock or Clock()
+        self.policy = policy or make(config.policy, config.policy_settings())
+        self.state = self.policy.initial_state()
+        self.windows = SlidingWindows(config.stable_window, config.panic_window)
+        self.status = ReplicaStatus()
+        self.metrics = _Metrics(registry or CollectorRegistry())
+        self._started_at: float | None = None
+        self._failures = 0
+
+    async def run(self) -> None:
+        """Tick until cancelled. Each tick is bounded; a failing engine only stretches the pauses."""
+        if self._started_at is None:
+            self._started_at = self.clock.now()
+        self._sample()
+        while True:
+            await self.clock.sleep(self._pause())
+            await self.tick()
+
+    def _pause(self) -> float:
+        if not self._failures:
+            return self.config.scale_interval
+        return min(self.config.scale_interval * 2 ** self._failures, MAX_BACKOFF_S)
+
+    def _sample(self) -> float:
+        now = self.clock.now()
+        sample = self.pool.load_sample(now)
+        self.windows.observe(now, sample.inflight_seconds, sample.requests_total)
+        return now
+
+    async def tick(self) -> None:
+        now = self._sample()
+        if self._started_at is None:
+            self._started_at = now
+        try:
+            current = await self._call(self.orchestrator.current_replicas())
+        except OrchestratorError as exc:
+            self._failed("read replicas", exc)
+            return
+
+        snapshot = self.snapshot(now, current)
+        decision, self.state = self.policy.decide(snapshot, self.state)
+        desired, why = self._clamp(decision.replicas, current, now)
+        reason = decision.reason + (f"; {why}" if why else "")
+
+        scaled = False
+        if desired != current and self.orchestrator.can_scale:
+            try:
+                await self._call(self.orchestrator.scale(desired))
+                scaled = True
+            except OrchestratorError as exc:
+                self._failed(f"scale to {desired}", exc)
+                self._record(snapshot, current, desired, reason, scaled=False)
+                return
+        self._recovered()
+        self._record(snapshot, desired if scaled else current, desired, reason, scaled)
+
+    def snapshot(self, now: float, replicas: int) -> Snapshot:
+        averages = self.windows.averages(now)
+        p50, p95, p99 = self.pool.latency_quantiles(self.config.stable_window, (0.5, 0.95, 0.99))
+        return Snapshot(
+            now=now,
+            replicas=replicas,
+            ready_replicas=self.pool.ready_count(),
+            stable_inflight=averages.stable_inflight,
+            panic_inflight=averages.panic_inflight,
+            stable_rps=averages.stable_rps,
+            panic_rps=averages.panic_rps,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            stable_coverage_s=averages.stable_coverage_s,
+        )
+
+    def _clamp(self, wanted: int, current: int, now: float) -> tuple[int, str]:
+        """Bounds and the start-up rule, whatever the policy said (a user's policy included)."""
+        low, high = self.config.min_replicas, self.config.max_replicas
+        desired = min(max(int(wanted), low), high)
+        why = ""
+        if desired != wanted:
+            why = f"clamped to {low}..{high}"
+        warm = now - (self._started_at or now) >= self.config.stable_window
+        # A balancer that just started knows too little to remove capacity (it may have restarted
+        # in the middle of a peak). Bounds still win: above max is always brought down.
+        if desired < current and not warm and current <= high:
+            desired, why = current, f"holding {current}: less than a stable window of data since start"
+        return desired, why
+
+    async def _call(self, awaitable: Any) -> Any:
+        # The orchestrator has its own timeout; this one guards the loop against one that hangs.
+        try:
+            return await asyncio.wait_for(awaitable, self.config.docker_timeout * 2)
+        except asyncio.TimeoutError:
+            raise OrchestratorError("orchestrator call timed out") from None
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._failures += 1
+        self.status.engine_ok = False
+        self.status.errors += 1
+        self.metrics.errors.inc()
+        log.warning("orchestrator call failed", extra={"fields": {
+            "action": what, "error": str(exc), "consecutive_failures": self._failures,
+            "next_try_s": round(self._pause(), 2)}})
+
+    def _recovered(self) -> None:
+        if self._failures:
+            log.info("orchestrator reachable again", extra={"fields": {"after_failures": self._failures}})
+        self._failures = 0
+        self.status.engine_ok = True
+
+    def _record(self, snapshot: Snapshot, current: int, desired: int, reason: str, scaled: bool) -> None:
+        inputs = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(snapshot).items()}
+        decision = {"at": round(self.clock.wall(), 3), "replicas": desired, "reason": reason,
+                    "scaled": scaled, "inputs": inputs}
+        self.status.current, self.status.desired, self.status.last_decision = current, desired, decision
+        self.metrics.current.set(current)
+        self.metrics.desired.set(desired)
+        self.metrics.decisions.inc()
+        if scaled:
+            direction = "up" if desired > snapshot.replicas else "down"
+            self.metrics.scale_events.labels(direction).inc()
+        log.info("scale decision", extra={"fields": {
+            "replicas": snapshot.replicas, "desired": desired, "scaled": scaled,
+            "reason": reason, "inputs": inputs}})
