@@ -77,6 +77,11 @@ up() {
     web_id=$(docker image inspect -f '{{.Id}}' "$WEB_TAG" | cut -d: -f2 | head -c 12)
     docker tag "$LB_TAG" "swarmscale/lb:$lb_id"
     docker tag "$WEB_TAG" "swarmscale/web:$web_id"
+    # Older content tags would pile up with every rebuild; only the current ones are deployed.
+    docker images --format '{{.Repository}}:{{.Tag}}' \
+        | grep -E '^swarmscale/(lb|web):[0-9a-f]{12}$' \
+        | grep -v -x -e "swarmscale/lb:$lb_id" -e "swarmscale/web:$web_id" \
+        | xargs -r docker rmi >/dev/null 2>&1 || true
     export LB_IMAGE=${LB_IMAGE:-swarmscale/lb:$lb_id}
     export WEB_IMAGE=${WEB_IMAGE:-swarmscale/web:$web_id}
 
