@@ -16,5 +16,5 @@ class RpsPolicy(WindowedTargetPolicy):
     target_key = "target_rps"
     target_default = 50.0
 
-    def values(self, snapshot: Snapshot) -> tuple[float | None, float | None]:
-        return snapshot.stable_rps, snapshot.panic_rps
+    def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
+        return snapshot.stable_rps, snapshot.panic_rps, ""

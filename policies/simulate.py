@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -43,8 +44,10 @@ class Model:
     tick_s: float = 0.1
     slo_ms: float = 300.0
     min_replicas: int = 1
-    max_replicas: int = 30
+    max_replicas: int = 20
     initial_replicas: int | None = None  # None: enough for the trace's load at time 0
+    noise: bool = False          # Poisson-like arrivals (normal approximation) instead of a fluid
+    seed: int = 1
 
 
 @dataclass
@@ -129,6 +132,7 @@ def simulate(trace: Trace, policy_name: str, model: Model, settings: dict[str, f
     time_to_capacity = None
     series: list[tuple[float, float, int, int]] = []
     service_ms = service_s * 1000.0
+    rng = random.Random(model.seed)  # the same noise for every policy: differences are theirs
 
     for i in range(ticks):
         now = i * dt
@@ -175,6 +179,8 @@ def simulate(trace: Trace, policy_name: str, model: Model, settings: dict[str, f
 
         # Arrivals join the queue; free slots take the oldest first.
         arrivals = rate * dt
+        if model.noise and arrivals > 0:
+            arrivals = max(0.0, rng.gauss(arrivals, math.sqrt(arrivals)))
         arrived += arrivals
         if arrivals > EPS:
             queue.append([i, arrivals])
@@ -274,8 +280,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tick", type=float, default=Model.tick_s, help="model time step, seconds")
     p.add_argument("--slo-ms", type=float, default=Model.slo_ms, help="a request is late above this")
     p.add_argument("--min-replicas", type=int, default=Model.min_replicas)
-    p.add_argument("--max-replicas", type=int, default=Model.max_replicas)
+    p.add_argument("--max-replicas", type=int, default=Model.max_replicas,
+                   help="20: twice the largest need of the bundled traces, room to drain a queue")
     p.add_argument("--initial-replicas", type=int, default=None, help="default: enough for the load at 0 s")
+    p.add_argument("--noise", action="store_true", help="random (Poisson-like) arrivals, same for every policy")
+    p.add_argument("--seed", type=int, default=Model.seed)
     p.add_argument("--target-inflight", type=float, default=10.0)
     p.add_argument("--target-rps", type=float, default=50.0,
                    help="the balancer's default; completed requests cannot show more than the capacity "
@@ -297,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Model(service_ms=args.service_ms, slots=args.slots, cold_start_s=args.cold_start,
                   interval_s=args.interval, sample_s=args.sample, tick_s=args.tick, slo_ms=args.slo_ms,
                   min_replicas=args.min_replicas, max_replicas=args.max_replicas,
-                  initial_replicas=args.initial_replicas)
+                  initial_replicas=args.initial_replicas, noise=args.noise, seed=args.seed)
     settings: dict[str, float] = {
         "target_inflight": args.target_inflight, "target_rps": args.target_rps,
         "target_p95_ms": args.target_p95_ms, "stable_window": args.stable_window,

@@ -35,8 +35,11 @@ CASES = [
      [snap(100, 2, 22.0, 40.0)], [4]),
     ("panic holds the most seen while load drops",
      [snap(100, 2, 22.0, 60.0), snap(102, 6, 25.0, 10.0, ready=2), snap(104, 6, 25.0, 10.0)], [6, 6, 6]),
-    ("panic ends a stable window after the last trigger",
-     [snap(100, 2, 22.0, 60.0), snap(150, 6, 20.0, 20.0), snap(161, 6, 20.0, 20.0)], [6, 6, 3]),
+    ("panic ends a panic window after the last trigger, then steps down at the rate limit",
+     [snap(100, 2, 22.0, 60.0), snap(104, 6, 20.0, 20.0), snap(107, 6, 20.0, 20.0)], [6, 6, 3]),
+    ("a steady rise provisions ahead by the lead (cold start + interval + half the panic window)",
+     [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(4)], [4, 4, 6, 6]),
+    ("a single fast rise is not a trend yet", [snap(100, 4, 38.0, 38.0), snap(102, 4, 38.0, 44.0)], [4, 5]),
     ("step down, limited by the scale-down rate", [snap(100, 8, 10.0)], [4]),
     ("step down to the stable desire", [snap(100, 4, 25.0)], [3]),
     ("no scale-down before a full stable window", [snap(30, 8, 10.0, coverage=30.0)], [8]),
@@ -97,3 +100,32 @@ def test_built_by_name_with_partial_settings():
     assert policy.name == "concurrency"
     decisions, _ = run(policy, [snap(100, 2, 12.0)])
     assert decisions[0].replicas == 3
+
+
+def test_a_drained_queue_in_the_stable_window_does_not_hold_replicas():
+    # After a burst: the 60 s average still carries the queue's in-flight time (300), but the
+    # requests completed at 550/s with a typical 100 ms: 55 in flight, 6 replicas.
+    s = Snapshot(now=240, replicas=20, ready_replicas=20, stable_inflight=300.0, panic_inflight=10.0,
+                 stable_rps=550.0, panic_rps=100.0, p50_ms=100.0, stable_coverage_s=60)
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [s])
+    assert decisions[0].replicas == 10  # 6 wanted, halved at most per decision
+    assert "rate x p50; 300.0 measured" in decisions[0].reason
+
+
+def test_the_median_cap_never_lowers_below_the_panic_window():
+    # Skewed latencies make rate x p50 low; the panic window still sets the floor.
+    s = Snapshot(now=240, replicas=5, ready_replicas=5, stable_inflight=50.0, panic_inflight=50.0,
+                 stable_rps=500.0, panic_rps=500.0, p50_ms=50.0, stable_coverage_s=60)
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [s])
+    assert decisions[0].replicas == 5
+
+
+def test_panic_hold_is_a_setting():
+    policy = ConcurrencyPolicy({**SETTINGS, "panic_hold_s": 60})
+    decisions, _ = run(policy, [snap(100, 2, 22.0, 60.0), snap(150, 6, 20.0, 20.0), snap(161, 6, 20.0, 20.0)])
+    assert [d.replicas for d in decisions] == [6, 6, 3]
+
+
+def test_rising_load_is_explained():
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(3)])
+    assert "rising 1.0/s (so 52.0 in 10 s)" in decisions[-1].reason
