@@ -99,8 +99,8 @@ def format_summary(result: RunResult) -> str:
     if result.stats.errors:
         lines.append("")
         lines.append("Failures:")
-        for (method, name, err), n in sorted(result.stats.errors.items(), key=lambda kv: -kv[1])[:10]:
-            lines.append(f"  {n:>8}  {method} {name}: {err}")
+        for (method, name, err), seen in sorted(result.stats.errors.items(), key=lambda kv: -kv[1][0])[:10]:
+            lines.append(f"  {int(seen[0]):>8}  {method} {name}: {err}")
     if result.stats.exceptions:
         lines.append("")
         lines.append("Exceptions raised by tasks:")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -202,8 +201,8 @@ class HttpSession:
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         stat_name = name or path
         if resp.error is None and resp.status_code >= 400:
-            # Named by the stats name, not the raw path, so failures of /item/1 and /item/2 group together.
-            resp.error = f"HTTPError('{resp.status_code} {_reason(resp.status_code)} for url: {stat_name}')"
+            # Like FastHttpUser's LocustBadStatusCode(code=N): no URL in it, so failures group per (method, name).
+            resp.error = f"BadStatusCode(code={resp.status_code})"
         length = len(resp.content)
         if catch_response:
             resp.request_meta = {"method": method, "name": stat_name, "response_time": elapsed_ms,
@@ -234,13 +233,6 @@ class HttpSession:
         if kw.get("catch_response"):
             return _CatchResponse(self, method, path, kw)
         return self.request(method, path, **kw)
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from loadtest.shapes import LoadTestShape
-from loadtest.stats import (FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS, HistoryWriter, RequestStats, StatsEntry,
-                            failures_rows, history_row, interval_between, stats_rows, write_csv)
+from loadtest.stats import (EXCEPTIONS_CSV_COLUMNS, FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS, HistoryWriter, RequestStats, StatsEntry,
+                            exceptions_rows, failures_rows, history_row, interval_between, stats_rows, write_csv)
 from loadtest.user import HttpUser, run_user
 
 # Extra history columns, always after locust's own so locust tools still find theirs in place.
@@ -313,6 +313,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions,
     if opts.csv_prefix:
         write_csv(opts.csv_prefix + "_stats.csv", STATS_CSV_COLUMNS, stats_rows(stats, duration))
         write_csv(opts.csv_prefix + "_failures.csv", FAILURES_CSV_COLUMNS, failures_rows(stats))
+        write_csv(opts.csv_prefix + "_exceptions.csv", EXCEPTIONS_CSV_COLUMNS, exceptions_rows(stats))
     result = RunResult(stats, started_wall, duration, history, columns, runner.peak_users)
     if opts.plot:
         from loadtest.plot import plot_history

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import re
+import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import IO, Iterable
 
@@ -33,7 +35,8 @@ HISTORY_CSV_COLUMNS = [
     "Total Request Count", "Total Failure Count", "Total Median Response Time", "Total Average Response Time",
     "Total Min Response Time", "Total Max Response Time", "Total Average Content Size",
 ]
-FAILURES_CSV_COLUMNS = ["Method", "Name", "Error", "Occurrences"]
+FAILURES_CSV_COLUMNS = ["Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen"]
+EXCEPTIONS_CSV_COLUMNS = ["Count", "Message", "Traceback", "Nodes"]
 
 
 def round_response_time(ms: float) -> int:
@@ -164,7 +167,8 @@ class RequestStats:
     """All entries of one run, plus failures grouped like locust's failures.csv."""
 
     entries: dict[tuple[str, str], StatsEntry] = field(default_factory=dict)
-    errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # (method, name, error) -> [occurrences, first seen, last seen] (epoch seconds)
+    errors: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
     exceptions: dict[str, int] = field(default_factory=dict)
 
     def log_request(self, method: str, name: str, response_time: float, content_length: int) -> None:
@@ -179,7 +183,13 @@ class RequestStats:
             entry = self.entries[(name, method)] = StatsEntry(method, name)
         entry.num_failures += 1
         key = (method, name, error_text(error))
-        self.errors[key] = self.errors.get(key, 0) + 1
+        now = time.time()
+        seen = self.errors.get(key)
+        if seen is None:
+            self.errors[key] = [1, now, now]
+        else:
+            seen[0] += 1
+            seen[2] = now
 
     def log_exception(self, exc: BaseException) -> None:
         """An exception a task raised (not a request failure): counted apart, as locust's exceptions."""
@@ -253,14 +263,23 @@ def history_row(timestamp: float, users: int, interval: Interval, total: StatsEn
     else:
         pcts = ["N/A"] * len(PERCENTILES_TO_REPORT)
     return [
-        int(timestamp), users, "", "Aggregated", f"{interval.rps:.2f}", f"{interval.fail_per_sec:.2f}", *pcts,
+        int(timestamp), users, "", "Aggregated", f"{interval.rps:2f}", f"{interval.fail_per_sec:2f}", *pcts,
         total.num_requests, total.num_failures, total.median_response_time, total.avg_response_time,
         total.min_response_time or 0, total.max_response_time, total.avg_content_length,
     ]
 
 
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def failures_rows(stats: RequestStats) -> list[list[object]]:
-    return [[method, name, err, n] for (method, name, err), n in sorted(stats.errors.items())]
+    return [[method, name, err, int(n), _utc(first), _utc(last)]
+            for (method, name, err), (n, first, last) in sorted(stats.errors.items())]
+
+
+def exceptions_rows(stats: RequestStats) -> list[list[object]]:
+    return [[n, msg, "", "local"] for msg, n in sorted(stats.exceptions.items(), key=lambda kv: -kv[1])]
 
 
 def write_csv(path: str, columns: list[str], rows: list[list[object]]) -> None:

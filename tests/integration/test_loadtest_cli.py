@@ -58,7 +58,7 @@ async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(tmp_pa
     assert proc.returncode == 0, err.decode()
     text = out.decode()
     assert "users=3" in text and "Aggregated" in text
-    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv"):
+    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv"):
         assert Path(f"{prefix}{suffix}").is_file()
     assert (tmp_path / "out" / "run.png").stat().st_size > 0
     with open(f"{prefix}_stats.csv", newline="") as fh:

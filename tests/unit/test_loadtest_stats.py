@@ -46,7 +46,9 @@ def test_failures_count_as_requests_and_group_by_error() -> None:
         stats.log_error("GET", "/x", ConnectionRefusedError(111, "Connect call failed"))
     stats.log_request("GET", "/x", 1.0, 0)
     assert stats.num_requests == 4 and stats.num_failures == 3
-    assert stats.errors == {("GET", "/x", "ConnectionRefusedError(111, 'Connect call failed')"): 3}
+    [(key, (count, first, last))] = stats.errors.items()
+    assert key == ("GET", "/x", "ConnectionRefusedError(111, 'Connect call failed')")
+    assert count == 3 and first <= last
 
 
 def test_error_text_drops_addresses() -> None:
