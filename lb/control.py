@@ -61,6 +61,11 @@ class _Metrics:
 
 
 class ControlLoop:
+    def install(self, balancer: Any) -> None:
+        """Hook into a Balancer: a background loop, /status `replicas`, and /metrics."""
+        balancer.background.append(self.run)
+        balancer.status_extra["replicas"] = self.status.as_json
+
     def __init__(self, config: Config, pool: Any, orchestrator: Orchestrator,
                  clock: Clock | None = None, registry: CollectorRegistry | None = None,
                  policy: Policy | None = None) -> None:
@@ -166,13 +171,13 @@ class ControlLoop:
         self.status.engine_ok = False
         self.status.errors += 1
         self.metrics.errors.inc()
-        log.warning("orchestrator call failed", extra={"fields": {
+        log.warning("orchestrator call failed", extra={
             "action": what, "error": str(exc), "consecutive_failures": self._failures,
-            "next_try_s": round(self._pause(), 2)}})
+            "next_try_s": round(self._pause(), 2)})
 
     def _recovered(self) -> None:
         if self._failures:
-            log.info("orchestrator reachable again", extra={"fields": {"after_failures": self._failures}})
+            log.info("orchestrator reachable again", extra={"after_failures": self._failures})
         self._failures = 0
         self.status.engine_ok = True
 
@@ -187,6 +192,6 @@ class ControlLoop:
         if scaled:
             direction = "up" if desired > snapshot.replicas else "down"
             self.metrics.scale_events.labels(direction).inc()
-        log.info("scale decision", extra={"fields": {
+        log.info("scale decision", extra={
             "replicas": snapshot.replicas, "desired": desired, "scaled": scaled,
-            "reason": reason, "inputs": inputs}})
+            "reason": reason, "inputs": inputs})

@@ -19,6 +19,9 @@ from lb.clock import Clock
 from lb.collect.metrics import PoolCollector
 from lb.collect.pool import Pool
 from lb.config import Config
+from lb.control import ControlLoop
+from lb.discovery import Discovery, choose_orchestrator
+from lb.orchestrators.memory import MemoryOrchestrator
 from lb.orchestrators.base import Orchestrator
 from lb.proxy.protocol import Proxy
 
@@ -40,6 +43,7 @@ class Balancer:
         self.registry.register(PoolCollector(self.pool))
         self.status_extra: dict[str, Callable[[], object]] = {}
         self.background: list[Callable[[], Awaitable[None]]] = []
+        self._wire_control(orchestrator)
         self.draining = False
         self.proxy: Proxy | None = None
         self.proxy_port = 0
@@ -48,6 +52,24 @@ class Balancer:
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopped: asyncio.Event | None = None
+
+    def _wire_control(self, orchestrator: Orchestrator | None) -> None:
+        """Collect -> decide -> act: discovery (Swarm mode) and the control loop, as background loops.
+
+        Static LB_BACKENDS get an in-memory orchestrator that records what the policy wants.
+        """
+        if orchestrator is None:
+            if self.config.swarm_mode:
+                orchestrator = choose_orchestrator(self.config, self.clock)
+            else:
+                orchestrator = MemoryOrchestrator([str(b) for b in self.config.backends])
+        self.orchestrator = orchestrator
+        self.discovery: Discovery | None = None
+        if self.config.swarm_mode:
+            self.discovery = Discovery(self.config, self.pool, orchestrator, self.clock)
+            self.discovery.install(self)
+        self.control = ControlLoop(self.config, self.pool, orchestrator, self.clock, self.registry)
+        self.control.install(self)
 
     async def start(self) -> None:
         config = self.config

@@ -160,7 +160,7 @@ async def test_each_decision_is_logged_with_inputs_and_reason(caplog):
         await run_for(loop, clock, 4)
     records = [r for r in caplog.records if r.getMessage() == "scale decision"]
     assert len(records) == 2
-    fields = records[0].fields
+    fields = vars(records[0])
     assert fields["replicas"] == 1 and fields["desired"] == 3 and "25" in fields["reason"]
     assert fields["inputs"]["stable_inflight"] == pytest.approx(25, rel=0.01)
     status = loop.status.as_json()

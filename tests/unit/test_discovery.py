@@ -149,10 +149,9 @@ async def test_install_hooks_into_the_balancer():
     from lb.server import Balancer
 
     config = Config.from_env({"LB_SERVICE": "web"})
-    balancer = Balancer(config, FakeClock())
-    discovery = Discovery(config, balancer.pool, MemoryOrchestrator(["10.0.0.1:8000"]), balancer.clock)
-    discovery.install(balancer)
-    assert discovery.run in balancer.background
+    balancer = Balancer(config, FakeClock(), orchestrator=MemoryOrchestrator(["10.0.0.1:8000"]))
+    discovery = balancer.discovery     # Swarm mode: the balancer installs discovery itself
+    assert discovery is not None and discovery.run in balancer.background
     assert balancer.status_extra["discovery"]()["source"] == "engine"
     await discovery.refresh()
     assert balancer.registry.get_sample_value("lb_discovery_backends") == 1
