@@ -17,6 +17,7 @@ import httptools
 from loadtest.stats import RequestStats
 
 USER_AGENT = "swarmscale-loadtest/0.1"
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class ResponseError(Exception):
@@ -56,8 +57,8 @@ class Response:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight (no pipelining, like a browser or locust)."""
 
-    __slots__ = ("transport", "parser", "waiter", "status", "headers", "body", "want_headers", "closed",
-                 "keep_alive", "_hname")
+    __slots__ = ("transport", "parser", "waiter", "status", "headers", "body", "closed", "keep_alive",
+                 "got_data")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -68,13 +69,14 @@ class _Conn(asyncio.Protocol):
         self.body: list[bytes] = []
         self.closed = False
         self.keep_alive = True
-        self._hname = b""
+        self.got_data = False
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.got_data = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -148,22 +150,34 @@ class HttpSession:
 
     async def _send(self, method: str, path: str, headers: dict[str, str] | None, body: bytes | None,
                     resp: Response) -> None:
-        conn = self._conn
-        if conn is None or conn.closed:
-            conn = self._conn = await self._connect()
         head = self._head(method, path)
         if headers:
             head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
         if body is not None:
-            head += b"Content-Length: %d\r\n\r\n" % len(body) + body
+            wire = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
         elif method in ("POST", "PUT", "PATCH"):
-            head += b"Content-Length: 0\r\n\r\n"
+            wire = head + b"Content-Length: 0\r\n\r\n"
         else:
-            head += b"\r\n"
+            wire = head + b"\r\n"
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                return await self._exchange(conn, wire, resp)
+            except OSError as exc:
+                # A kept-alive connection the server closed as we reused it (idle timeout, a backend
+                # leaving): nothing of an answer came back, so an idempotent request is sent once more on a
+                # fresh connection, as browsers and urllib3 do. Anything else is the server's answer.
+                if isinstance(exc, TimeoutError) or conn.got_data or method not in IDEMPOTENT:
+                    raise
+        conn = self._conn = await self._connect()
+        await self._exchange(conn, wire, resp)
+
+    async def _exchange(self, conn: _Conn, wire: bytes, resp: Response) -> None:
         waiter = conn.waiter = self._loop.create_future()
         conn.headers = []
         conn.body = []
-        conn.transport.write(head)  # type: ignore[union-attr]
+        conn.got_data = False
+        conn.transport.write(wire)  # type: ignore[union-attr]
         timer = self._loop.call_later(self.timeout, _expire, waiter) if self.timeout else None
         try:
             await waiter

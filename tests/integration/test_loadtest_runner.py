@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 from collections import Counter
@@ -239,3 +240,56 @@ async def test_lb_status_columns_and_plot(server: Server, tmp_path: Path) -> Non
     with Image.open(png) as img:
         assert img.format == "PNG"
         assert img.size == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+
+
+class TwoRequests(HttpUser):
+    wait_time = constant(0)
+    method = "GET"
+
+    @task
+    async def twice(self) -> None:
+        await self.client.request(self.method, "/a")
+        await self.client.request(self.method, "/b")
+        raise StopUser()
+
+
+class TwoPosts(TwoRequests):
+    method = "POST"
+
+
+@pytest.mark.parametrize("user, failures", [(TwoRequests, 0), (TwoPosts, 1)])
+async def test_a_reused_connection_closed_by_the_server_is_retried_only_when_idempotent(
+        user: type[HttpUser], failures: int) -> None:
+    """The server answers the first request on each connection and drops the connection on the second,
+    as a server closing an idle keep-alive connection just as the client reuses it."""
+    arrivals = {"n": 0}
+
+    async def handle(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        served_here = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed its connection at the end of the run
+                writer.close()
+                return
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            arrivals["n"] += 1
+            if served_here == 1:
+                writer.close()
+                return
+            served_here += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        result = await run([user], RunOptions(host=f"http://127.0.0.1:{port}", users=1, spawn_rate=10,
+                                              run_time=30, progress=None))
+    finally:
+        srv.close()
+    assert result.stats.num_requests == 2
+    assert result.stats.num_failures == failures
+    assert arrivals["n"] == 3 - failures  # the GET was sent again on a fresh connection; the POST was not
