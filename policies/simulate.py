@@ -25,9 +25,9 @@ import random
 import sys
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from policies import BUILTIN, PolicyError, Snapshot, make
+from policies import BUILTIN, Policy, PolicyError, Snapshot, make
 from policies.traces import Trace, bundled, from_csv
 from policies.windows import SlidingWindows
 
@@ -98,8 +98,8 @@ def _percentiles(histograms: Sequence[Counter], qs: Sequence[float]) -> list[flo
     return out
 
 
-def simulate(trace: Trace, policy_name: str, model: Model, settings: dict[str, float]) -> Result:
-    """Run one policy on one trace. Pure: same inputs, same result."""
+def simulate(trace: Trace, policy_name: str | Policy, model: Model, settings: Mapping[str, float]) -> Result:
+    """Run one policy (a name, `oracle`, or a Policy object) on one trace. Same inputs, same result."""
     dt = model.tick_s
     k = max(1, round(model.service_ms / 1000.0 / dt))    # ticks a request holds a slot
     service_s = k * dt
@@ -109,7 +109,9 @@ def simulate(trace: Trace, policy_name: str, model: Model, settings: dict[str, f
     slo_ticks = (model.slo_ms / 1000.0 - service_s) / dt  # longest wait, in ticks, that is on time
     target = float(settings.get("target_inflight", 10.0))
     oracle = policy_name == "oracle"
-    policy = None if oracle else make(policy_name, settings)
+    policy = None if oracle else make(policy_name, settings) if isinstance(policy_name, str) else policy_name
+    if not isinstance(policy_name, str):
+        policy_name = policy.name
     state = None if oracle else policy.initial_state()
     lookahead = int(round((model.cold_start_s + model.interval_s) / dt))
     rates = [trace.rate(i * dt) for i in range(ticks + lookahead + 1)]
@@ -209,10 +211,28 @@ def simulate(trace: Trace, policy_name: str, model: Model, settings: dict[str, f
         inflight_integral += (queued + in_service) * dt
         replica_seconds += replicas * dt
 
-    # Requests still waiting at the end count as late if they already are.
-    for arrival, count in queue:
-        if ticks - arrival > slo_ticks + EPS:
-            late += count
+    # Requests still waiting at the end are served in order at the final capacity, so every
+    # request that arrived is judged (with no replica left, they all are late).
+    capacity = ready * model.slots
+    i = ticks
+    while queue:
+        cohort = queue[0]
+        if capacity <= EPS:
+            late += sum(c for _, c in queue)
+            break
+        free = capacity
+        while queue and free > EPS:
+            cohort = queue[0]
+            take = min(cohort[1], free)
+            if i - cohort[0] > slo_ticks + EPS:
+                late += take
+            latency_sum += take * ((i - cohort[0]) * dt * 1000.0 + service_ms)
+            free -= take
+            cohort[1] -= take
+            if cohort[1] <= EPS:
+                queue.popleft()
+        i += 1
+    queued = 0.0
     duration = ticks * dt
     return Result(
         policy=policy_name, trace=trace.name,
