@@ -294,3 +294,38 @@ async def test_short_name_resolves_within_the_balancers_stack(engine, throwaway)
         assert spec_of(engine, bystander.id)["Spec"]["Mode"]["Replicated"]["Replicas"] == 1
     finally:
         await orchestrator.close()
+
+
+def _run_in_lb_image(engine, images, throwaway, script: str, **kwargs) -> tuple[str, str]:
+    """Run a Python snippet in the balancer's image; (container id, its standard output)."""
+    container = engine.containers.run(images["lb"], ["python3", "-c", script], detach=True,
+                                      labels=LABELS, **kwargs)
+    throwaway.containers.append(container)
+    result = container.wait(timeout=60)
+    output = container.logs(stdout=True, stderr=False).decode().strip()
+    assert result["StatusCode"] == 0, container.logs().decode()
+    return container.id, output
+
+
+def test_the_balancer_finds_its_own_container(engine, images, throwaway):
+    script = "from lb.orchestrators.swarm import own_container_id; print(own_container_id())"
+    container_id, output = _run_in_lb_image(engine, images, throwaway, script)
+    assert output == container_id
+
+
+def test_without_the_socket_dns_lists_the_tasks(engine, images, throwaway):
+    """The fallback, from a container on the service's network with no engine socket."""
+    net = throwaway.network("net")
+    service = throwaway.service("web", networks=[net.id], replicas=2)
+    wait_until(lambda: len(running_tasks(engine, service.id)) == 2, 60, "2 running tasks")
+    script = (
+        "import asyncio\n"
+        "from lb.config import Config\n"
+        "from lb.discovery import DnsDiscovery, choose_orchestrator\n"
+        "config = Config.from_env()\n"
+        "orchestrator = choose_orchestrator(config)\n"
+        "assert isinstance(orchestrator, DnsDiscovery) and not orchestrator.can_scale\n"
+        "print(' '.join(b.address for b in asyncio.run(orchestrator.running_backends())))\n")
+    _, output = _run_in_lb_image(engine, images, throwaway, script, network=net.name,
+                                 environment={"LB_SERVICE": service.name})
+    assert output.split() == addresses_on(running_tasks(engine, service.id), net.id)
