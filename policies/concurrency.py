@@ -9,7 +9,7 @@ Modelled on Knative Serving's pkg/autoscaler/scaling/autoscaler.go:
   wanted since the panic began;
 - after a (re)start, no scale-down until the stable window holds a full window of data.
 
-Three changes, each for a failure the simulator showed (BENCHMARKS.md has the figures):
+Four changes, each for a failure the simulator showed (BENCHMARKS.md has the figures):
 1. Scale up on the panic window whenever it wants more than the stable one, not only past 2x, and
    for the load expected when new replicas would serve: the panic average plus its rise per second
    since a panic window ago, times `lead_s` (cold start + interval + half the panic window). A 60 s
@@ -21,6 +21,8 @@ Three changes, each for a failure the simulator showed (BENCHMARKS.md has the fi
    the panic window, uncapped, still sets the floor.
 3. Panic ends `panic_hold_s` (default: one panic window) after its last trigger rather than a whole
    stable window: the scale-down after it is still gradual, through the stable window.
+4. No scale-down while replicas asked for are still starting: with random arrivals the trend
+   would otherwise ask for a replica and cancel it at the next decision.
 """
 
 from __future__ import annotations
@@ -119,7 +121,12 @@ class WindowedTargetPolicy:
             reason += f"; limited to {most} by the scale-up rate {self.max_up:g}"
         elif desired == least > max(want_stable, want_panic):
             reason += f"; limited to {least} by the scale-down rate {self.max_down:g}"
-        if desired < current and snapshot.stable_coverage_s < self.stable_window:
+        if desired < current and snapshot.ready_replicas < current:
+            # Cancelling a start a decision after asking for it is churn, and the load that asked
+            # is often back by the time it would have served.
+            reason += f"; not scaling down while {current - snapshot.ready_replicas} replicas are starting"
+            desired = current
+        elif desired < current and snapshot.stable_coverage_s < self.stable_window:
             reason += (f"; not scaling down from {current}: only {snapshot.stable_coverage_s:.0f} s "
                        f"of the {self.stable_window:g} s stable window measured")
             desired = current

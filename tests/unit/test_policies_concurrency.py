@@ -48,6 +48,8 @@ CASES = [
      [snap(100 + 2 * i, 4, 40.0, 90.0 if i % 2 == 0 else 5.0) for i in range(6)], [9] * 6),
     ("flapping just around the target moves only by one",
      [snap(100 + 2 * i, 4, 40.0 + (1.0 if i % 2 else -1.0)) for i in range(4)], [4, 5, 4, 5]),
+    ("a start is not cancelled: no scale-down while replicas are starting",
+     [snap(100, 6, 20.0, 20.0, ready=4)], [6]),
     ("no data holds", [snap(100, 3, None)], [3]),
     ("zero load wants zero (the loop clamps to LB_MIN_REPLICAS)", [snap(100, 1, 0.0)], [0]),
     ("nothing ready counts as one ready replica", [snap(100, 3, 15.0, 15.0, ready=0)], [3]),
