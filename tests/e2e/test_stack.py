@@ -1,0 +1,259 @@
+"""The whole product on a real Docker engine in Swarm mode: deploy the stack, load it, watch it scale.
+
+Load goes only to the balancer's published port on 127.0.0.1. The balancer reaches the engine through
+a socket relay the test owns (`EngineRelay`), so the test can cut the engine off from the balancer
+without touching the engine or anything else running on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+docker = pytest.importorskip("docker")
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = "sse2e"
+PORT, ADMIN_PORT = 18080, 18081
+ENGINE_SOCKET = "/var/run/docker.sock"
+# Small windows so one test run sees a whole grow-and-shrink cycle in well under two minutes.
+SETTINGS = {
+    "LB_TARGET_INFLIGHT": "8",
+    "LB_STABLE_WINDOW": "12",
+    "LB_PANIC_WINDOW": "3",
+    "LB_SCALE_INTERVAL": "1",
+    "LB_MIN_REPLICAS": "1",
+    "LB_MAX_REPLICAS": "6",
+    "WEB_LATENCY_MS": "100",
+}
+TEST_LABEL = "swarmscale.test"  # as in conftest: marks what a test created
+CLIENTS = 48  # 48 in flight / 8 per replica -> the policy asks for 6
+
+
+class EngineRelay:
+    """A Unix socket that relays to the engine's socket, and can refuse while `down`.
+
+    The stack mounts this relay's directory in place of the engine's socket. While down it accepts
+    and at once closes connections: to the balancer the engine is unreachable. The listening socket
+    itself stays, so the bind mount stays valid and the balancer gets the engine back unchanged.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "docker.sock"
+        directory.mkdir(parents=True, exist_ok=True)
+        with suppress(FileNotFoundError):
+            self.path.unlink()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.path))
+        self.server.listen(64)
+        self.down = threading.Event()
+        self.refused = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                engine.connect(ENGINE_SOCKET)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, engine), (engine, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.server.close()
+        with suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def replicas_of(client, name: str) -> int:
+    return client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
+
+
+async def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    """Poll a condition the engine exposes no event for, bounded in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    backends_seen: set[str] = field(default_factory=set)
+
+
+async def load(session: aiohttp.ClientSession, clients: int, seconds: float,
+               max_requests: int = 200_000, stop: asyncio.Event | None = None) -> LoadResult:
+    """`clients` closed-loop users for `seconds` (or until `stop`), bounded in count too."""
+    result = LoadResult()
+    deadline = time.monotonic() + seconds
+    stop = stop or asyncio.Event()
+
+    async def user() -> None:
+        while (time.monotonic() < deadline and not stop.is_set()
+               and result.ok + len(result.failed) < max_requests):
+            try:
+                async with session.get(f"http://127.0.0.1:{PORT}/") as response:
+                    body = await response.read()
+                    if response.status == 200:
+                        result.ok += 1
+                        result.backends_seen.add(json.loads(body)["replica"])
+                    else:
+                        result.failed.append(f"{response.status} {body[:80]!r}")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                result.failed.append(repr(exc))
+
+    await asyncio.gather(*(user() for _ in range(clients)))
+    return result
+
+
+async def status() -> dict:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{ADMIN_PORT}/status") as response:
+            return await response.json()
+
+
+def swarm_sh(command: str, env: dict[str, str]) -> None:
+    result = subprocess.run(["bash", str(ROOT / "scripts/swarm.sh"), command], env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/swarm.sh {command} failed:\n{result.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stack(engine, images):
+    """The stack, deployed the way a user does it (swarm.sh up), under its own name and ports."""
+    relay = EngineRelay(Path("/run/swarmscale-e2e"))
+    env = dict(os.environ, **SETTINGS, SWARMSCALE_STACK=STACK, LB_PUBLISHED_PORT=str(PORT),
+               LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT), LB_DOCKER_SOCKET=str(relay.path))
+    # A service of someone else's in the same Swarm, which the balancer must leave alone.
+    bystander = engine.services.create(
+        images["web"], name=f"{STACK}-bystander", mode=docker.types.ServiceMode("replicated", 2),
+        labels={TEST_LABEL: STACK})
+    try:
+        swarm_sh("up", env)
+        yield engine, relay, bystander
+    finally:
+        with suppress(Exception):
+            bystander.remove()
+        swarm_sh("down", env)
+        relay.close()
+
+
+async def test_backends_are_discovered(stack):
+    client, _, _ = stack
+    await wait_for(lambda: replicas_of(client, f"{STACK}_web") == 1, 60, "web at 1 replica")
+    body = await status()
+    assert [b["state"] for b in body["backends"]] == ["active"]
+    assert body["replicas"]["current"] == 1
+    tasks = client.services.get(f"{STACK}_web").tasks(filters={"desired-state": "running"})
+    addresses = {a.split("/")[0] for t in tasks for n in t.get("NetworksAttachments", [])
+                 for a in n.get("Addresses", [])}
+    assert body["backends"][0]["address"].split(":")[0] in addresses
+
+
+async def test_grows_under_load_and_shrinks_after_without_one_failed_request(stack):
+    client, _, bystander = stack
+    bystander_version = client.services.get(bystander.id).attrs["Version"]["Index"]
+    await wait_for(lambda: replicas_of(client, f"{STACK}_web") == 1, 90, "web at 1 replica before load")
+
+    timeline: list[tuple[float, int]] = []
+    start = time.monotonic()
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            timeline.append((time.monotonic() - start, await asyncio.to_thread(replicas_of, client, f"{STACK}_web")))
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    watcher = asyncio.create_task(watch())
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        burst = await load(session, CLIENTS, 25)
+        load_end = time.monotonic() - start
+        # A trickle while the service shrinks: scale-down must not fail anyone either.
+        shrunk = asyncio.Event()
+        shrink = asyncio.create_task(load(session, 2, 60, stop=shrunk))
+        await wait_for(lambda: replicas_of(client, f"{STACK}_web") == 1, 60, "web back at 1 replica")
+        back_at_min = time.monotonic() - start
+        await asyncio.sleep(3)  # keep the trickle on while the last removed task drains
+        shrunk.set()
+        trickle = await shrink
+    stop.set()
+    await watcher
+
+    peak = max(n for _, n in timeline)
+    changes = [(round(t, 1), n) for i, (t, n) in enumerate(timeline) if i == 0 or n != timeline[i - 1][1]]
+    print(f"\nreplica changes (s, replicas): {changes}\npeak {peak}, load end {load_end:.1f}s, "
+          f"back at min {back_at_min:.1f}s, requests {burst.ok + trickle.ok}")
+    assert burst.failed == [] and trickle.failed == []
+    assert peak == 6                          # ceil(48 in flight / 8 per replica), the max
+    assert len(burst.backends_seen) >= 4      # traffic reached the new tasks
+    assert burst.ok > 1000 and trickle.ok > 0
+    # Other services in the Swarm were not touched.
+    assert client.services.get(bystander.id).attrs["Version"]["Index"] == bystander_version
+    assert replicas_of(client, bystander.id) == 2
+
+
+async def test_keeps_serving_while_the_engine_is_unreachable_and_scales_once_it_is_back(stack):
+    client, relay, _ = stack
+    await wait_for(lambda: replicas_of(client, f"{STACK}_web") == 1, 90, "web at 1 replica")
+    relay.down.set()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            cut_off = await load(session, 32, 8)
+        assert cut_off.failed == [] and cut_off.ok > 100
+        assert replicas_of(client, f"{STACK}_web") == 1     # no way to scale without the engine
+        assert relay.refused > 0                              # the balancer did try
+        body = await status()
+        assert body["replicas"]["engine_ok"] is False
+    finally:
+        relay.down.clear()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        loaded = asyncio.create_task(load(session, 32, 30))
+        await wait_for(lambda: replicas_of(client, f"{STACK}_web") >= 3, 30, "scaling to resume")
+        result = await loaded
+    assert result.failed == []
