@@ -21,8 +21,9 @@ Four changes, each for a failure the simulator showed (BENCHMARKS.md has the fig
    the panic window, uncapped, still sets the floor.
 3. Panic ends `panic_hold_s` (default: one panic window) after its last trigger rather than a whole
    stable window: the scale-down after it is still gradual, through the stable window.
-4. No scale-down while replicas asked for are still starting: with random arrivals the trend
-   would otherwise ask for a replica and cancel it at the next decision.
+4. No scale-down within a cold start (`cold_start_s`) of scaling up while replicas are still
+   starting: with random arrivals the trend would otherwise ask for a replica and cancel it at
+   the next decision.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PanicState:
     panic_since: float | None = None  # last time the panic trigger fired (Knative's panicTime)
     max_panic: int = 0                # the most replicas wanted during this panic
     history: tuple[tuple[float, float], ...] = ()  # (time, panic average) over a panic window, for the trend
+    last_up: float | None = None      # when this policy last asked for more replicas
 
 
 class WindowedTargetPolicy:
@@ -59,7 +61,7 @@ class WindowedTargetPolicy:
         self.max_down = setting(settings, "max_scale_down_rate", 2.0, low=1.0 - EPS)
         self.panic_threshold = setting(settings, "panic_threshold", 2.0)
         self.panic_hold = setting(settings, "panic_hold_s", self.panic_window)
-        cold_start = setting(settings, "cold_start_s", 5.0, low=-EPS)
+        cold_start = self.cold_start = setting(settings, "cold_start_s", 5.0, low=-EPS)
         self.lead = setting(settings, "lead_s", cold_start + interval + self.panic_window / 2, low=-EPS)
 
     def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
@@ -121,9 +123,11 @@ class WindowedTargetPolicy:
             reason += f"; limited to {most} by the scale-up rate {self.max_up:g}"
         elif desired == least > max(want_stable, want_panic):
             reason += f"; limited to {least} by the scale-down rate {self.max_down:g}"
-        if desired < current and snapshot.ready_replicas < current:
+        starting = state.last_up is not None and now - state.last_up < self.cold_start
+        if desired < current and snapshot.ready_replicas < current and starting:
             # Cancelling a start a decision after asking for it is churn, and the load that asked
-            # is often back by the time it would have served.
+            # is often back by the time it would have served. Only for a cold start's length: a
+            # replica that never gets ready must not block scale-down for ever.
             reason += f"; not scaling down while {current - snapshot.ready_replicas} replicas are starting"
             desired = current
         elif desired < current and snapshot.stable_coverage_s < self.stable_window:
@@ -131,7 +135,7 @@ class WindowedTargetPolicy:
                        f"of the {self.stable_window:g} s stable window measured")
             desired = current
         return (Decision(desired, f"{desired} replicas: {reason}"),
-                PanicState(panic_since, max_panic, history))
+                PanicState(panic_since, max_panic, history, now if desired > current else state.last_up))
 
 
 class ConcurrencyPolicy(WindowedTargetPolicy):
