@@ -1,4 +1,4 @@
-"""A custom policy in ten lines: LB_POLICY=policies.examples.headroom:Headroom"""
+"""A whole custom policy (keeps 20% spare): LB_POLICY=policies.examples.headroom:Headroom"""
 import math
 from policies import Decision
 
@@ -7,13 +7,14 @@ class Headroom:
     name = "headroom"
 
     def __init__(self, settings):
-        self.target = settings.get("target_inflight", 10) * 0.8  # keep 20% spare
+        self.target = 0.8 * settings.get("target_inflight", 10)
 
     def initial_state(self):
         return None
 
     def decide(self, snapshot, state):
-        if snapshot.panic_inflight is None:
+        load = snapshot.panic_inflight
+        if load is None:
             return Decision(snapshot.replicas, "holding: no data yet"), state
-        want = math.ceil(snapshot.panic_inflight / self.target)
-        return Decision(want, f"{snapshot.panic_inflight:.1f} in flight / {self.target:g} -> {want}"), state
+        want = math.ceil(load / self.target)
+        return Decision(want, f"{load:.1f} in flight / {self.target:g} -> {want}"), state
