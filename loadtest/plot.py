@@ -98,7 +98,7 @@ def plot_history(columns: Sequence[str], rows: Sequence[Sequence[object]], path:
         if ax is not ax_rep or not has_lb:
             ax.set_ylim(bottom=0)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
     # Fixed layout, not bbox_inches="tight": the image keeps exactly FIGSIZE * DPI pixels.
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -32,11 +32,12 @@ class Summary:
     p95_before_ms: float | None
     p95_during_ms: float | None
     p95_after_ms: float | None
-    replicas_start: int | None
+    replicas_min: int | None  # the fewest current replicas seen before the step (the floor to come back to)
+    replicas_at_step: int | None
     peak_replicas: int | None
-    first_scale_up_s: float | None  # from the step's start until current replicas first rose
+    first_scale_up_s: float | None  # from the step's start until current replicas first rose above replicas_at_step
     to_peak_s: float | None  # from the step's start until current replicas first reached their peak
-    back_to_min_s: float | None  # from the step's end until current replicas were back at replicas_start
+    back_to_min_s: float | None  # from the step's end until current replicas were back at replicas_min
 
     @property
     def failure_pct(self) -> float:
@@ -104,18 +105,18 @@ def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | Non
         before, in_step, after = range(0), range(len(rows)), range(0)
 
     known = [c for c in current if c is not None]
-    replicas_start = peak = first_up = to_peak = back = None
+    replicas_min = replicas_at_step = peak = first_up = to_peak = back = None
     if known:
         peak = int(max(known))
         start_idx = first if first is not None else 0
-        base_candidates = [c for c in current[:start_idx + 1] if c is not None]
-        replicas_start = int(base_candidates[-1] if base_candidates else known[0])
+        before_step = [c for c in current[:start_idx + 1] if c is not None] or [known[0]]
+        replicas_min, replicas_at_step = int(min(before_step)), int(before_step[-1])
         origin = times[start_idx]
         for i in range(start_idx, len(rows)):
             c = current[i]
             if c is None:
                 continue
-            if first_up is None and c > replicas_start:
+            if first_up is None and c > replicas_at_step:
                 first_up = times[i] - origin
             if c >= peak:
                 to_peak = times[i] - origin
@@ -123,7 +124,7 @@ def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | Non
         if last is not None and load_end is not None:
             for i in range(last + 1, len(rows)):
                 c = current[i]
-                if c is not None and c <= replicas_start:
+                if c is not None and c <= replicas_min:
                     back = times[i] - load_end
                     break
 
@@ -133,7 +134,7 @@ def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | Non
     return Summary(
         duration_s=times[-1], peak_users=peak_users, load_start_s=load_start, load_end_s=load_end,
         total_requests=totals[0], total_failures=totals[1], p95_before_ms=phase_p95(before),
-        p95_during_ms=phase_p95(in_step), p95_after_ms=phase_p95(after), replicas_start=replicas_start,
+        p95_during_ms=phase_p95(in_step), p95_after_ms=phase_p95(after), replicas_min=replicas_min, replicas_at_step=replicas_at_step,
         peak_replicas=peak, first_scale_up_s=first_up, to_peak_s=to_peak, back_to_min_s=back,
     )
 
@@ -161,10 +162,11 @@ def format_summary(s: Summary) -> str:
         lines.append("Replicas:            not sampled (run with --lb-admin URL)")
     else:
         lines += [
-            f"Replicas:            {s.replicas_start} at the step, peak {s.peak_replicas}",
+            f"Replicas:            {s.replicas_at_step} at the step (minimum before it {s.replicas_min}), "
+            f"peak {s.peak_replicas}",
             f"Scale-up:            first after {_s(s.first_scale_up_s)}, peak after {_s(s.to_peak_s)} "
             "(from the step's start)",
-            f"Scale-down:          back at {s.replicas_start} after "
+            f"Scale-down:          back at {s.replicas_min} after "
             + (f"{_s(s.back_to_min_s)} (from the step's end)" if s.back_to_min_s is not None
                else "n/a (not within the run)"),
         ]

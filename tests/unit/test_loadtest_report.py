@@ -51,12 +51,20 @@ def test_summary_of_a_step(tmp_path: Path) -> None:
     history(tmp_path / "demo_stats_history.csv")
     s = summarize(str(tmp_path / "demo"))
     assert (s.peak_users, s.load_start_s, s.load_end_s) == (64, 10, 30)
-    assert (s.replicas_start, s.peak_replicas) == (1, 6)
+    assert (s.replicas_min, s.replicas_at_step, s.peak_replicas) == (1, 1, 6)
     assert s.first_scale_up_s == 2  # current rose to 3 at t=12
     assert s.to_peak_s == 3
     assert s.back_to_min_s == 20  # back at 1 replica at t=50, the step ended at t=30
     assert (s.p95_before_ms, s.p95_during_ms, s.p95_after_ms) == (110, 120, 105)
     assert s.total_requests == sum(r[2] for r in TIMELINE) and s.total_failures == 0
+
+
+def test_back_at_minimum_means_the_floor_before_the_step(tmp_path: Path) -> None:
+    # The balancer went to 2 replicas just before the step; "back at minimum" still means 1.
+    early = [(t, u, r, p, 2 if t >= 8 else c, 2 if t >= 8 else d) for t, u, r, p, c, d in TIMELINE[:12]]
+    s = summarize_rows(history(tmp_path / "h.csv", early + TIMELINE[12:]))
+    assert (s.replicas_min, s.replicas_at_step) == (1, 2)
+    assert s.first_scale_up_s == 2 and s.back_to_min_s == 20
 
 
 def test_final_stats_file_wins_for_totals(tmp_path: Path) -> None:
