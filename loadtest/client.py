@@ -27,16 +27,23 @@ class ResponseError(Exception):
 class Response:
     """What a task sees of one response; mirrors the parts of locust's response people use."""
 
-    __slots__ = ("status_code", "content", "headers", "url", "error", "request_meta", "_reason")
+    __slots__ = ("status_code", "content", "url", "error", "request_meta", "_raw_headers", "_headers")
 
     def __init__(self, url: str) -> None:
         self.status_code = 0
         self.content = b""
-        self.headers: dict[str, str] = {}
         self.url = url
         self.error: BaseException | str | None = None
         self.request_meta: dict[str, Any] = {}
-        self._reason = ""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: _Headers | None = None
+
+    @property
+    def headers(self) -> "_Headers":
+        # Built on first use: most tasks never read headers, and decoding them was 15% of a request's cost.
+        if self._headers is None:
+            self._headers = _Headers(self._raw_headers)
+        return self._headers
 
     @property
     def text(self) -> str:
@@ -192,7 +199,7 @@ class HttpSession:
         resp.status_code = conn.status
         body_parts = conn.body
         resp.content = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-        resp.headers = _Headers(conn.headers)
+        resp._raw_headers = conn.headers
         if not conn.keep_alive:
             conn.close()
             self._conn = None

@@ -152,7 +152,7 @@ class Fussy(HttpUser):
                 resp.success()  # this scenario expects the 500
         async with self.client.get("/ok", catch_response=True) as resp:
             if "goodbye" not in resp.text:
-                resp.failure("wrong body")
+                resp.failure(f"wrong body ({resp.headers['Content-Type']})")
         async with self.client.get("/ok", catch_response=True, name="raised"):
             raise ResponseError("raised inside")
         if self.n >= 5:
@@ -166,7 +166,8 @@ async def test_catch_response_lets_the_task_decide(server: Server) -> None:
     assert stats.entries[("/fail", "GET")].num_failures == 0
     assert stats.entries[("/ok", "GET")].num_failures == 10
     assert stats.entries[("raised", "GET")].num_failures == 10
-    assert {k[2] for k in stats.errors} == {"wrong body", "ResponseError('raised inside')"}
+    assert {k[2] for k in stats.errors} == {"wrong body (text/plain; charset=utf-8)",
+                                            "ResponseError('raised inside')"}
 
 
 class Refused(HttpUser):
