@@ -4,7 +4,10 @@ from loadtest.client import Response, ResponseError
 from loadtest.shapes import DailySineShape, LoadTestShape, RampShape, SpikeShape, StepShape
 from loadtest.user import HttpUser, StopUser, between, constant, constant_pacing, constant_throughput, task
 
+# A locustfile written for FastHttpUser ports with the same import change.
+FastHttpUser = HttpUser
+
 __all__ = [
-    "DailySineShape", "HttpUser", "LoadTestShape", "RampShape", "Response", "ResponseError", "SpikeShape",
+    "DailySineShape", "FastHttpUser", "HttpUser", "LoadTestShape", "RampShape", "Response", "ResponseError", "SpikeShape",
     "StepShape", "StopUser", "between", "constant", "constant_pacing", "constant_throughput", "task",
 ]

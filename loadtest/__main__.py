@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
+from loadtest.client import check_base_url
 from loadtest.runner import RunOptions, RunResult, load_classes, run
 from loadtest.shapes import SHAPES, parse_shape
 from loadtest.stats import stats_rows
@@ -136,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.host or next((u.host for u in users if u.host), None)
     if not host:
         parser.error("no host: pass -H/--host or set `host` on the user class")
+    try:
+        for cls in users:
+            check_base_url(args.host or cls.host or host)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.users < 0 or args.spawn_rate <= 0:
         parser.error("-u must be >= 0 and -r > 0")
     for target in (args.csv_prefix, args.plot):

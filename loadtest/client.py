@@ -118,13 +118,20 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+def check_base_url(base_url: str) -> None:
+    """Fail before the run, in one line, on a host this client cannot speak to."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"host must look like http://HOST[:PORT][/prefix], got {base_url!r} "
+                         "(https is not supported)")
+
+
 class HttpSession:
     """`self.client` of an HttpUser: get/post/put/delete/patch, each awaited, each logged to the stats."""
 
     def __init__(self, base_url: str, stats: RequestStats, timeout: float | None = 60.0) -> None:
+        check_base_url(base_url)
         parts = urlsplit(base_url)
-        if parts.scheme != "http":
-            raise ValueError(f"only http:// hosts are supported, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -208,6 +215,9 @@ class HttpSession:
                       data: bytes | str | None = None, json: Any = None, catch_response: bool = False,
                       **_ignored: Any) -> Response:
         method = method.upper()
+        if method == "HEAD":
+            # httptools cannot be told a response has no body, so a HEAD answer would hang the connection.
+            raise ValueError("HEAD requests are not supported")
         if json is not None:
             data = jsonlib.dumps(json).encode()
             headers = {**(headers or {}), "Content-Type": "application/json"}

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from loadtest.client import check_base_url
 from loadtest.shapes import LoadTestShape
 from loadtest.stats import (EXCEPTIONS_CSV_COLUMNS, FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS, HistoryWriter, RequestStats, StatsEntry,
                             exceptions_rows, failures_rows, history_row, interval_between, stats_rows, write_csv)
@@ -100,6 +101,10 @@ class Runner:
                  seed: int | None = None, timeout: float | None = 60.0, stop_timeout: float = 5.0) -> None:
         if not user_classes:
             raise ValueError("no user classes to run")
+        for cls in user_classes:
+            if not (host or cls.host):
+                raise ValueError(f"{cls.__name__} has no host: set `host` on it or pass --host")
+            check_base_url(host or cls.host)  # type: ignore[arg-type]
         self.user_classes = user_classes
         self.host = host
         self.stats = stats

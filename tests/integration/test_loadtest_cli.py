@@ -76,6 +76,7 @@ async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(tmp_pa
     (["-t", "soon"], "bad run time"),
     (["--shape", "zigzag"], "unknown shape"),
     (["-f", "/nonexistent/locustfile.py"], "no scenario file"),
+    (["-H", "https://127.0.0.1:9"], "https is not supported"),
 ])
 async def test_cli_rejects_bad_input_in_one_line(args: list[str], message: str) -> None:
     proc = await asyncio.create_subprocess_exec(
