@@ -128,13 +128,13 @@ class Runner:
     def set_users(self, target: int, spawn_rate: float) -> None:
         self._target = max(0, int(target))
         self._rate = max(float(spawn_rate), 0.001)
-        self._idle.clear()
         self._changed.set()
         if self._spawner is None:
             self._spawner = asyncio.get_running_loop().create_task(self._adjust())
 
     async def all_users_gone(self) -> None:
-        """Resolves when users that stopped by themselves (StopUser) have left none running."""
+        """Resolves when users that stopped by themselves (StopUser) have left none running. Not when a
+        shape asks for 0 users: a ramp from 0 starts that way."""
         await self._idle.wait()
 
     async def _adjust(self) -> None:
@@ -142,8 +142,6 @@ class Runner:
         while True:
             diff = self._target - len(self._users)
             if diff == 0:
-                if not self._users:
-                    self._idle.set()
                 self._changed.clear()
                 await self._changed.wait()
                 continue
@@ -183,6 +181,8 @@ class Runner:
             self._target = max(0, self._target - 1)
             if not task.cancelled() and task.exception() is not None:
                 self.stats.log_exception(task.exception())  # type: ignore[arg-type]
+            if not self._users and self._target == 0:
+                self._idle.set()
             self._changed.set()
 
     def _retire(self) -> None:

@@ -294,3 +294,13 @@ async def test_a_reused_connection_closed_by_the_server_is_retried_only_when_ide
     assert result.stats.num_requests == 2
     assert result.stats.num_failures == failures
     assert arrivals["n"] == 3 - failures  # the GET was sent again on a fresh connection; the POST was not
+
+
+async def test_a_shape_starting_at_zero_users_runs_to_its_end(server: Server) -> None:
+    from loadtest.shapes import RampShape
+
+    shape = RampShape(low=0, high=2, length=0.4, end=0.8)
+    result = await run([Steady], RunOptions(host=server.url, shape=shape, tick_interval=0.1, progress=None))
+    assert result.user_count_peak == 2
+    assert result.stats.num_requests == sum(server.seen.values()) > 0
+    assert result.history[0][1] == 0  # User Count of the first row: the ramp began with nobody
