@@ -46,9 +46,10 @@ CLIENTS = 48  # 48 in flight / 8 per replica -> the policy asks for 6
 class EngineRelay:
     """A Unix socket that relays to the engine's socket, and can refuse while `down`.
 
-    The stack mounts this relay's directory in place of the engine's socket. While down it accepts
-    and at once closes connections: to the balancer the engine is unreachable. The listening socket
-    itself stays, so the bind mount stays valid and the balancer gets the engine back unchanged.
+    The stack mounts this relay's socket in place of the engine's. `cut()` closes every relayed
+    connection (docker-py keeps one alive) and from then on accepts and at once closes new ones:
+    to the balancer the engine is unreachable. The listening socket itself stays, so the bind mount
+    stays valid and the balancer gets the engine back unchanged after `restore()`.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -61,6 +62,7 @@ class EngineRelay:
         self.server.listen(64)
         self.down = threading.Event()
         self.refused = 0
+        self.open: set[socket.socket] = set()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -80,8 +82,19 @@ class EngineRelay:
             except OSError:
                 client.close()
                 continue
+            self.open |= {client, engine}
             for a, b in ((client, engine), (engine, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def cut(self) -> None:
+        self.down.set()
+        for sock in list(self.open):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
+    def restore(self) -> None:
+        self.down.clear()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -241,7 +254,7 @@ async def test_grows_under_load_and_shrinks_after_without_one_failed_request(sta
 async def test_keeps_serving_while_the_engine_is_unreachable_and_scales_once_it_is_back(stack):
     client, relay, _ = stack
     await wait_for(lambda: replicas_of(client, f"{STACK}_web") == 1, 90, "web at 1 replica")
-    relay.down.set()
+    relay.cut()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             cut_off = await load(session, 32, 8)
@@ -251,7 +264,7 @@ async def test_keeps_serving_while_the_engine_is_unreachable_and_scales_once_it_
         body = await status()
         assert body["replicas"]["engine_ok"] is False
     finally:
-        relay.down.clear()
+        relay.restore()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         loaded = asyncio.create_task(load(session, 32, 30))
         await wait_for(lambda: replicas_of(client, f"{STACK}_web") >= 3, 30, "scaling to resume")
