@@ -1,0 +1,20 @@
+"""The README's promises that code can check: every variable documented with its real default."""
+
+from pathlib import Path
+
+from lb.config import documented_variables
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_variable_is_in_the_readme_table_with_its_default():
+    for name, default, _ in documented_variables():
+        shown = f"`{default}`" if default else "(empty)"
+        assert f"| `{name}` | {shown} |" in README, name
+
+
+def test_the_quick_start_has_the_two_commands_and_ci_calls_the_test_one():
+    quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert "make demo" in quick_start and "make test" in quick_start
+    ci = (Path(__file__).resolve().parents[2] / ".ci/run").read_text()
+    assert "\nmake test\n" in ci
