@@ -304,3 +304,38 @@ async def test_a_shape_starting_at_zero_users_runs_to_its_end(server: Server) ->
     assert result.user_count_peak == 2
     assert result.stats.num_requests == sum(server.seen.values()) > 0
     assert result.history[0][1] == 0  # User Count of the first row: the ramp began with nobody
+
+
+class Weighted(HttpUser):
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.left = 400
+
+    @task(3)
+    async def often(self) -> None:
+        await self.client.get("/often")
+        self._tick()
+
+    @task(1)
+    async def rarely(self) -> None:
+        await self.client.get("/rarely")
+        self._tick()
+
+    def _tick(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            raise StopUser()
+
+
+async def test_task_weights_reach_the_server_and_a_seed_reproduces_the_run(server: Server) -> None:
+    async def once() -> Counter[tuple[str, str]]:
+        server.seen.clear()
+        await run([Weighted], RunOptions(host=server.url, users=2, spawn_rate=100, run_time=30, seed=11,
+                                         progress=None))
+        return Counter(server.seen)
+
+    first = await once()
+    assert sum(first.values()) == 800
+    assert first[("GET", "/often")] / 800 == pytest.approx(0.75, abs=0.05)
+    assert await once() == first
