@@ -91,7 +91,18 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        waiter = self.waiter
+        if exc is None and waiter is not None and not waiter.done() and self._close_delimited():
+            # A body with no length ends when the server closes (RFC 9112 6.3); httptools cannot be told EOF.
+            self.status = self.parser.get_status_code()
+            self.keep_alive = False
+            waiter.set_result(None)
+            return
         self._fail(exc or ConnectionResetError("connection closed by server"))
+
+    def _close_delimited(self) -> bool:
+        names = {name.lower() for name, _ in self.headers}
+        return bool(self.headers) and b"content-length" not in names and b"transfer-encoding" not in names
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:

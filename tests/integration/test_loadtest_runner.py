@@ -339,3 +339,32 @@ async def test_task_weights_reach_the_server_and_a_seed_reproduces_the_run(serve
     assert sum(first.values()) == 800
     assert first[("GET", "/often")] / 800 == pytest.approx(0.75, abs=0.05)
     assert await once() == first
+
+
+class Once(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def once(self) -> None:
+        resp = await self.client.get("/")
+        assert resp.text == "until close", resp.text
+        raise StopUser()
+
+
+async def test_a_body_delimited_by_close_is_read_whole() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil ")
+        await writer.drain()
+        writer.write(b"close")
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        result = await run([Once], RunOptions(host=f"http://127.0.0.1:{port}", users=2, spawn_rate=100,
+                                              run_time=30, progress=None))
+    finally:
+        srv.close()
+    assert (result.stats.num_requests, result.stats.num_failures) == (2, 0)
+    assert not result.stats.exceptions
