@@ -368,3 +368,21 @@ async def test_a_body_delimited_by_close_is_read_whole() -> None:
         srv.close()
     assert (result.stats.num_requests, result.stats.num_failures) == (2, 0)
     assert not result.stats.exceptions
+
+
+async def test_a_request_with_no_answer_fails_after_the_timeout() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; returns when the client gives up and closes
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        result = await run([Refused], RunOptions(host=f"http://127.0.0.1:{port}", users=2, spawn_rate=100,
+                                                 run_time=30, timeout=0.2, progress=None))
+    finally:
+        srv.close()
+    assert (result.stats.num_requests, result.stats.num_failures) == (2, 2)
+    [(_, _, error)] = result.stats.errors
+    assert error == "TimeoutError('request timed out')"
+    assert result.stats.entries[("/", "GET")].min_response_time >= 200  # type: ignore[operator]
