@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.users < 0 or args.spawn_rate <= 0:
         parser.error("-u must be >= 0 and -r > 0")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'swarmscale[plot]'")
     for target in (args.csv_prefix, args.plot):
         if target:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
