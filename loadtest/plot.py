@@ -7,6 +7,7 @@ so cause and effect line up vertically.
 from __future__ import annotations
 
 import csv
+import math
 from typing import Sequence
 
 FIGSIZE = (12.0, 10.0)
@@ -66,8 +67,11 @@ def plot_history(columns: Sequence[str], rows: Sequence[Sequence[object]], path:
     ax_rps.plot(times, _fill(series("Failures/s")), label="failures/s", color="tab:red")
     ax_rps.set_ylabel("req/s")
 
-    ax_lat.plot(times, _fill(series("50%")), label="p50", color="tab:green")
-    ax_lat.plot(times, _fill(series("95%")), label="p95", color="tab:orange")
+    # A second with no finished request has no latency: a gap in the line, not a fake 0 or a carried value.
+    rps = series("Requests/s")
+    for name, label, color in (("50%", "p50", "tab:green"), ("95%", "p95", "tab:orange")):
+        lat = [v if (r or 0) > 0 and v is not None else math.nan for v, r in zip(series(name), rps)]
+        ax_lat.plot(times, lat, label=label, color=color)
     ax_lat.set_ylabel("latency (ms)")
 
     ax_users.step(times, _fill(series("User Count")), where="post", label="users", color="tab:purple")
