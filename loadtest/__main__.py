@@ -153,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       shape=shape or file_shape, csv_prefix=args.csv_prefix, lb_admin=args.lb_admin,
                       plot=args.plot, seed=args.seed, timeout=args.timeout, stop_timeout=args.stop_timeout,
                       progress=None if args.only_summary else sys.stdout)
+    load = repr(opts.shape) if opts.shape is not None else f"{args.users} users"
+    opts.plot_title = f"{Path(args.locustfile).stem} against {host} | {load}"
     if opts.shape is not None:
         print(f"shape: {opts.shape!r}", flush=True)
     try:

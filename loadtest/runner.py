@@ -36,6 +36,7 @@ class RunOptions:
     csv_prefix: str | None = None
     lb_admin: str | None = None
     plot: str | None = None
+    plot_title: str = "Load test"
     seed: int | None = None
     timeout: float | None = 60.0
     stop_timeout: float = 5.0
@@ -323,7 +324,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions,
     if opts.plot:
         from loadtest.plot import plot_history
 
-        plot_history(columns, history, opts.plot)
+        plot_history(columns, history, opts.plot, title=opts.plot_title)
     return result
 
 
