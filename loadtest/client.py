@@ -10,7 +10,7 @@ import asyncio
 import json as jsonlib
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httptools
 
@@ -154,8 +154,9 @@ class HttpSession:
         self._loop = asyncio.get_running_loop()
         self._head_cache: dict[tuple[str, str], bytes] = {}
 
-    async def _connect(self) -> _Conn:
-        _, conn = await self._loop.create_connection(_Conn, self.host, self.port)
+    async def _connect(self, timeout: float | None) -> _Conn:
+        # Bounded too: a host that drops SYNs would otherwise hold a user for the kernel's ~2 minutes.
+        _, conn = await asyncio.wait_for(self._loop.create_connection(_Conn, self.host, self.port), timeout)
         return conn
 
     def close(self) -> None:
@@ -174,7 +175,7 @@ class HttpSession:
         return head
 
     async def _send(self, method: str, path: str, headers: dict[str, str] | None, body: bytes | None,
-                    resp: Response) -> None:
+                    resp: Response, timeout: float | None) -> None:
         head = self._head(method, path)
         if headers:
             head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
@@ -187,23 +188,23 @@ class HttpSession:
         conn = self._conn
         if conn is not None and not conn.closed:
             try:
-                return await self._exchange(conn, wire, resp)
+                return await self._exchange(conn, wire, resp, timeout)
             except OSError as exc:
                 # A kept-alive connection the server closed as we reused it (idle timeout, a backend
                 # leaving): nothing of an answer came back, so an idempotent request is sent once more on a
                 # fresh connection, as browsers and urllib3 do. Anything else is the server's answer.
                 if isinstance(exc, TimeoutError) or conn.got_data or method not in IDEMPOTENT:
                     raise
-        conn = self._conn = await self._connect()
-        await self._exchange(conn, wire, resp)
+        conn = self._conn = await self._connect(timeout)
+        await self._exchange(conn, wire, resp, timeout)
 
-    async def _exchange(self, conn: _Conn, wire: bytes, resp: Response) -> None:
+    async def _exchange(self, conn: _Conn, wire: bytes, resp: Response, timeout: float | None) -> None:
         waiter = conn.waiter = self._loop.create_future()
         conn.headers = []
         conn.body = []
         conn.got_data = False
         conn.transport.write(wire)  # type: ignore[union-attr]
-        timer = self._loop.call_later(self.timeout, _expire, waiter) if self.timeout else None
+        timer = self._loop.call_later(timeout, _expire, waiter) if timeout else None
         try:
             await waiter
         except BaseException:
@@ -224,8 +225,11 @@ class HttpSession:
 
     async def request(self, method: str, path: str, name: str | None = None, headers: dict[str, str] | None = None,
                       data: bytes | str | None = None, json: Any = None, catch_response: bool = False,
-                      **_ignored: Any) -> Response:
+                      params: dict[str, Any] | str | None = None, timeout: float | None = None) -> Response:
+        """One request, logged to the stats. Redirects are not followed (a 3xx is a success, as received)."""
         method = method.upper()
+        if params:
+            path += ("&" if "?" in path else "?") + (params if isinstance(params, str) else urlencode(params))
         if method == "HEAD":
             # httptools cannot be told a response has no body, so a HEAD answer would hang the connection.
             raise ValueError("HEAD requests are not supported")
@@ -237,7 +241,7 @@ class HttpSession:
         resp = Response(self.base_url + path)
         start = time.perf_counter()
         try:
-            await self._send(method, path, headers, data, resp)
+            await self._send(method, path, headers, data, resp, timeout if timeout is not None else self.timeout)
         except (OSError, asyncio.TimeoutError, httptools.HttpParserError, ConnectionError) as exc:
             resp.error = exc
         elapsed_ms = (time.perf_counter() - start) * 1000.0

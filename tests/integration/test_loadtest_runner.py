@@ -34,11 +34,13 @@ class Server:
     def __init__(self) -> None:
         self.seen: Counter[tuple[str, str]] = Counter()
         self.bodies: list[bytes] = []
+        self.queries: list[str] = []
         self.peers: set[object] = set()
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen[(request.method, request.path)] += 1
+        self.queries.append(request.rel_url.raw_query_string)
         self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         if request.can_read_body:
             self.bodies.append(await request.read())
@@ -386,3 +388,28 @@ async def test_a_request_with_no_answer_fails_after_the_timeout() -> None:
     [(_, _, error)] = result.stats.errors
     assert error == "TimeoutError('request timed out')"
     assert result.stats.entries[("/", "GET")].min_response_time >= 200  # type: ignore[operator]
+
+
+class Querying(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def search(self) -> None:
+        await self.client.get("/search", params={"q": "two words", "n": 3}, name="/search")
+        await self.client.get("/search?page=2", params="sort=asc", timeout=5)
+        raise StopUser()
+
+
+async def test_params_become_the_query_string(server: Server) -> None:
+    result = await run([Querying], RunOptions(host=server.url, users=1, spawn_rate=10, run_time=30, progress=None))
+    assert server.queries == ["q=two+words&n=3", "page=2&sort=asc"]
+    assert set(result.stats.entries) == {("/search", "GET"), ("/search?page=2&sort=asc", "GET")}
+
+
+def test_unknown_request_options_are_refused_not_ignored() -> None:
+    import inspect
+
+    from loadtest.client import HttpSession
+
+    with pytest.raises(TypeError):
+        inspect.signature(HttpSession.request).bind(None, "GET", "/", allow_redirects=False)
