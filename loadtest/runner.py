@@ -23,7 +23,7 @@ from loadtest.stats import (EXCEPTIONS_CSV_COLUMNS, FAILURES_CSV_COLUMNS, HISTOR
 from loadtest.user import HttpUser, run_user
 
 # Extra history columns, always after locust's own so locust tools still find theirs in place.
-LB_COLUMNS = ["Replicas Current", "Replicas Desired", "Backends", "Backends In Flight", "Last Decision"]
+LB_COLUMNS = ("Replicas Current", "Replicas Desired", "Backends", "Backends In Flight", "Last Decision")
 
 
 @dataclass
@@ -250,7 +250,7 @@ async def run(user_classes: list[type[HttpUser]], opts: RunOptions,
     runner = Runner(user_classes, opts.host, stats, seed=opts.seed, timeout=opts.timeout,
                     stop_timeout=opts.stop_timeout)
     loop = asyncio.get_running_loop()
-    columns = HISTORY_CSV_COLUMNS + (LB_COLUMNS if opts.lb_admin else [])
+    columns = [*HISTORY_CSV_COLUMNS, *(LB_COLUMNS if opts.lb_admin else ())]
     history: list[list[object]] = []
     writer = HistoryWriter(opts.csv_prefix + "_stats_history.csv", columns) if opts.csv_prefix else None
     latest: dict[str, LbSample | None] = {"lb": None}

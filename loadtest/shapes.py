@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 
 class LoadTestShape:
@@ -131,13 +132,13 @@ class DailySineShape(_PureShape):
         return users, rate
 
 
-SHAPES: dict[str, type[_PureShape]] = {
+SHAPES: Mapping[str, type[_PureShape]] = MappingProxyType({
     "step": StepShape,
     "spike": SpikeShape,
     "ramp": RampShape,
     "sine": DailySineShape,
     "daily": DailySineShape,
-}
+})  # read-only: a registry, not state
 
 
 def parse_shape(spec: str, args: str = "") -> _PureShape:

@@ -11,7 +11,7 @@ import re
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from typing import IO, Iterable
+from typing import IO, Iterable, Sequence
 
 PERCENTILES_TO_REPORT = (0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
 
@@ -24,19 +24,19 @@ def readable_percentiles(percentiles: Iterable[float]) -> list[str]:
     return out
 
 
-STATS_CSV_COLUMNS = [
+STATS_CSV_COLUMNS = (
     "Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
     "Min Response Time", "Max Response Time", "Average Content Size", "Requests/s", "Failures/s",
     *readable_percentiles(PERCENTILES_TO_REPORT),
-]
-HISTORY_CSV_COLUMNS = [
+)
+HISTORY_CSV_COLUMNS = (
     "Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s",
     *readable_percentiles(PERCENTILES_TO_REPORT),
     "Total Request Count", "Total Failure Count", "Total Median Response Time", "Total Average Response Time",
     "Total Min Response Time", "Total Max Response Time", "Total Average Content Size",
-]
-FAILURES_CSV_COLUMNS = ["Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen"]
-EXCEPTIONS_CSV_COLUMNS = ["Count", "Message", "Traceback", "Nodes"]
+)
+FAILURES_CSV_COLUMNS = ("Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen")
+EXCEPTIONS_CSV_COLUMNS = ("Count", "Message", "Traceback", "Nodes")
 
 
 def round_response_time(ms: float) -> int:
@@ -282,7 +282,7 @@ def exceptions_rows(stats: RequestStats) -> list[list[object]]:
     return [[n, msg, "", "local"] for msg, n in sorted(stats.exceptions.items(), key=lambda kv: -kv[1])]
 
 
-def write_csv(path: str, columns: list[str], rows: list[list[object]]) -> None:
+def write_csv(path: str, columns: Sequence[str], rows: list[list[object]]) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
@@ -292,7 +292,7 @@ def write_csv(path: str, columns: list[str], rows: list[list[object]]) -> None:
 class HistoryWriter:
     """Appends one row a second and flushes, so a crashed or interrupted run still leaves its history."""
 
-    def __init__(self, path: str, columns: list[str]) -> None:
+    def __init__(self, path: str, columns: Sequence[str]) -> None:
         self._fh: IO[str] = open(path, "w", newline="")
         self._writer = csv.writer(self._fh)
         self._writer.writerow(columns)

@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from loadtest.client import HttpSession
 from loadtest.stats import RequestStats
@@ -79,10 +79,10 @@ class HttpUser:
 
     host: str | None = None
     wait_time: Callable[..., float] = constant(0)
-    tasks: list[Any] | dict[Any, int] = []
+    tasks: Sequence[Any] | dict[Any, int] = ()
     weight: int = 1
     abstract: bool = True
-    _task_pool: list[Callable[..., Any]] = []
+    _task_pool: tuple[Callable[..., Any], ...] = ()
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -114,7 +114,7 @@ class HttpUser:
         return self.wait_time()  # type: ignore[call-arg]
 
 
-def _collect_tasks(cls: type) -> list[Callable[..., Any]]:
+def _collect_tasks(cls: type) -> tuple[Callable[..., Any], ...]:
     """Expand tasks by weight into one list, so picking is one random index (locust does the same)."""
     pool: list[Callable[..., Any]] = []
     seen: set[str] = set()
@@ -132,7 +132,7 @@ def _collect_tasks(cls: type) -> list[Callable[..., Any]]:
             weight = getattr(value, "locust_task_weight", None)
             if weight is not None and inspect.isfunction(value):
                 pool.extend([_as_user_call(value)] * int(weight))
-    return pool
+    return tuple(pool)
 
 
 def _as_user_call(fn: Callable[..., Any]) -> Callable[..., Any]:

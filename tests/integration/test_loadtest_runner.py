@@ -18,14 +18,14 @@ from loadtest.stats import FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_
 pytestmark = pytest.mark.timeout(60)
 
 # locust's own headers (locust/stats.py, as of locust 2.47), written out literally so a drift on either side is caught here.
-LOCUST_PCTS = ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
-LOCUST_STATS = ["Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
+LOCUST_PCTS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
+LOCUST_STATS = ("Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
                 "Min Response Time", "Max Response Time", "Average Content Size", "Requests/s", "Failures/s",
-                *LOCUST_PCTS]
-LOCUST_HISTORY = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", *LOCUST_PCTS,
+                *LOCUST_PCTS)
+LOCUST_HISTORY = ("Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", *LOCUST_PCTS,
                   "Total Request Count", "Total Failure Count", "Total Median Response Time",
                   "Total Average Response Time", "Total Min Response Time", "Total Max Response Time",
-                  "Total Average Content Size"]
+                  "Total Average Content Size")
 
 
 class Server:
@@ -117,7 +117,7 @@ async def test_counts_failures_and_csv_match_what_the_server_saw(server: Server,
     assert b'{"a": 1}' in server.bodies
 
     header, rows = read_csv(Path(prefix + "_stats.csv"))
-    assert header == LOCUST_STATS == STATS_CSV_COLUMNS
+    assert tuple(header) == LOCUST_STATS == STATS_CSV_COLUMNS
     by_name = {(r["Type"], r["Name"]): r for r in rows}
     page_hits = sum(n for (m, p), n in server.seen.items() if p.startswith("/page/"))
     assert int(by_name[("GET", "/page/[n]")]["Request Count"]) == page_hits
@@ -128,13 +128,13 @@ async def test_counts_failures_and_csv_match_what_the_server_saw(server: Server,
     assert int(rows[-1]["Failure Count"]) == server.seen[("GET", "/fail")]
 
     header, fails = read_csv(Path(prefix + "_failures.csv"))
-    assert header == FAILURES_CSV_COLUMNS == ["Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen"]
+    assert tuple(header) == FAILURES_CSV_COLUMNS == ("Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen")
     assert [(f["Method"], f["Name"], f["Error"], int(f["Occurrences"])) for f in fails] == [
         ("GET", "/fail", "BadStatusCode(code=500)", server.seen[("GET", "/fail")])]
     assert fails[0]["First Seen"] <= fails[0]["Last Seen"] and fails[0]["Last Seen"].endswith("Z")
 
     header, hist = read_csv(Path(prefix + "_stats_history.csv"))
-    assert header == LOCUST_HISTORY == HISTORY_CSV_COLUMNS
+    assert tuple(header) == LOCUST_HISTORY == HISTORY_CSV_COLUMNS
     assert hist and all(h["Name"] == "Aggregated" for h in hist)
     assert int(hist[-1]["Total Request Count"]) == served
     assert int(hist[-1]["Total Failure Count"]) == server.seen[("GET", "/fail")]
@@ -229,7 +229,7 @@ async def test_lb_status_columns_and_plot(server: Server, tmp_path: Path) -> Non
         await admin.cleanup()
 
     header, hist = read_csv(Path(prefix + "_stats_history.csv"))
-    assert header == LOCUST_HISTORY + LB_COLUMNS
+    assert tuple(header) == LOCUST_HISTORY + LB_COLUMNS
     sampled = [h for h in hist if h["Replicas Current"]]
     assert sampled, "no /status sample reached the history"
     assert {h["Backends"] for h in sampled} == {"2"}

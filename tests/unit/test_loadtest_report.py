@@ -27,7 +27,7 @@ TIMELINE = (
 
 
 def history(path: Path, timeline=TIMELINE, lb: bool = True) -> list[dict[str, str]]:
-    columns = HISTORY_CSV_COLUMNS + (LB_COLUMNS if lb else [])
+    columns = [*HISTORY_CSV_COLUMNS, *(LB_COLUMNS if lb else ())]
     rows = []
     total = 0
     for t, users, rps, p95, cur, des in timeline:
