@@ -115,7 +115,8 @@ class HttpUser:
 
 
 def _collect_tasks(cls: type) -> tuple[Callable[..., Any], ...]:
-    """Expand tasks by weight into one list, so picking is one random index (locust does the same)."""
+    """Expand tasks by weight into one tuple, so picking is one random index (locust does the same). Every
+    entry is called as fn(user): methods taken from the class and `tasks` entries alike."""
     pool: list[Callable[..., Any]] = []
     seen: set[str] = set()
     for klass in cls.__mro__:
@@ -124,20 +125,15 @@ def _collect_tasks(cls: type) -> tuple[Callable[..., Any], ...]:
             items = declared.items() if isinstance(declared, dict) else (
                 (t if isinstance(t, tuple) else (t, getattr(t, "locust_task_weight", 1))) for t in declared)
             for fn, weight in items:
-                pool.extend([_as_user_call(fn)] * int(weight))
+                pool.extend([fn] * int(weight))
         for name, value in klass.__dict__.items():
             if name in seen:
                 continue
             seen.add(name)
             weight = getattr(value, "locust_task_weight", None)
             if weight is not None and inspect.isfunction(value):
-                pool.extend([_as_user_call(value)] * int(weight))
+                pool.extend([value] * int(weight))
     return tuple(pool)
-
-
-def _as_user_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Tasks are called as fn(user): true of methods taken from the class and of `tasks` entries alike."""
-    return fn
 
 
 async def maybe_await(value: Any) -> Any:
