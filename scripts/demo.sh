@@ -17,13 +17,19 @@ bash scripts/swarm.sh up
 
 mkdir -p reports
 echo "== load: a step to ${DEMO_USERS} users, about two minutes (reports/) =="
+# loadtest exits 1 when any request failed (like locust): report first, then say so.
+rc=0
 "$PY" -m loadtest -f loadtest/scenarios/web.py --shape step \
     --shape-args "low=4,high=${DEMO_USERS},start=15,length=45,end=120" \
     --host http://127.0.0.1:8080 --lb-admin http://127.0.0.1:8081 \
-    --headless --csv reports/demo --plot reports/demo.png
+    --headless --csv reports/demo --plot reports/demo.png || rc=$?
 
 echo
 "$PY" -m loadtest.report reports/demo
 echo
 echo "Reports: reports/demo_stats.csv reports/demo_stats_history.csv reports/demo_failures.csv reports/demo.png"
 echo "The stack is still running (http://127.0.0.1:8080, admin http://127.0.0.1:8081/status). Take it down with: make swarm-down"
+if [ "$rc" -ne 0 ]; then
+    echo "Some requests failed (see reports/demo_failures.csv)." >&2
+fi
+exit "$rc"
