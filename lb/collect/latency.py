@@ -46,7 +46,12 @@ class RollingHistogram:
         if row is None:
             row = self._rows[second] = [0] * _BUCKETS
             self._expire(second)
-        row[_bucket(seconds * 1000.0)] += 1
+        ms = seconds * 1000.0   # _bucket, inlined: this runs once per request
+        if ms <= _MIN_MS:
+            row[0] += 1
+        else:
+            index = int(math.log(ms / _MIN_MS) / _LOG_GROWTH) + 1
+            row[index if index < _BUCKETS else _BUCKETS - 1] += 1
         self.prom_counts[bisect_left(PROM_BUCKETS, seconds)] += 1
         self.prom_sum += seconds
         self.count += 1

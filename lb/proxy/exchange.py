@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from lb.proxy.headers import RequestHead, build_response, error_response
+from lb.proxy.headers import RequestHead, error_response, rewrite_response
 from lb.proxy.upstream import UpstreamConnection, take_idle
 
 if TYPE_CHECKING:
@@ -27,11 +27,26 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Exchange:
-    __slots__ = ("client", "method", "req", "keep_alive", "http11", "body", "body_bytes", "replay",
-                 "request_done", "upstream", "backend", "started", "tried", "response_started",
-                 "timer", "finished", "reason", "response_headers", "status", "resp_chunked",
-                 "close_delimited", "no_body", "close_after", "retrying", "expect_continue",
-                 "tunnel_data", "upstream_keep_alive", "head_out")
+    # Defaults live on the class: a request only pays for the fields it changes.
+    body_bytes = 0
+    replay = True
+    request_done = False
+    upstream: UpstreamConnection | None = None
+    backend: "Backend | None" = None
+    started = 0.0
+    tried: tuple = ()
+    response_started = False
+    waiting = False                  # in the upstream-timeout list
+    finished = False
+    status = 0
+    resp_chunked = False
+    close_delimited = False
+    no_body = False
+    close_after = False
+    retrying = False
+    tunnel_data = b""                # bytes the client sent after an Upgrade request
+    upstream_keep_alive = False
+    head_out: list[bytes] | None = None   # response head held back to share a write with the body
 
     def __init__(self, client: "ClientConnection", method: bytes, req: RequestHead, keep_alive: bool,
                  http11: bool) -> None:
@@ -41,28 +56,7 @@ class Exchange:
         self.keep_alive = keep_alive
         self.http11 = http11
         self.body: list[bytes] = []       # body not yet sent, plus (while replayable) what was sent
-        self.body_bytes = 0
-        self.replay = True
-        self.request_done = False
-        self.upstream: UpstreamConnection | None = None
-        self.backend: Backend | None = None
-        self.started = 0.0
-        self.tried: tuple = ()
-        self.response_started = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.finished = False
-        self.reason = b""
-        self.response_headers: list[tuple[bytes, bytes]] = []
-        self.status = 0
-        self.resp_chunked = False
-        self.close_delimited = False
-        self.no_body = False
-        self.close_after = False
-        self.retrying = False
         self.expect_continue = req.expect_continue and http11
-        self.tunnel_data = b""            # bytes the client sent after an Upgrade request
-        self.upstream_keep_alive = False
-        self.head_out: list[bytes] | None = None
 
     # --- from the client -----------------------------------------------------------------------
     def request_body(self, data: bytes) -> None:
@@ -168,12 +162,17 @@ class Exchange:
             self._arm_timer()
 
     def _arm_timer(self) -> None:
-        if self.timer is None and not self.response_started:
-            proxy = self.client.proxy
-            self.timer = proxy.loop.call_later(proxy.upstream_timeout, self._timed_out)
+        if not self.waiting and not self.response_started:
+            self.waiting = True
+            self.client.proxy.deadlines.add(self)
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def _disarm_timer(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.client.proxy.deadlines.discard(self)
+
+    def timed_out(self) -> None:
+        self.waiting = False
         if self.response_started or self.finished:
             return
         conn, self.upstream = self.upstream, None
@@ -183,26 +182,20 @@ class Exchange:
         self.respond_error(504)
 
     # --- from the backend ----------------------------------------------------------------------
-    def response_begin(self) -> None:
-        self.reason = b""
-        self.response_headers = []
-
-    def response_head(self, status: int, upstream_keep_alive: bool) -> None:
+    def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:
         if 100 <= status < 200 and status != 101:
             return                      # interim responses: 100 is ours to send, others are dropped
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm_timer()
         self.response_started = True
         self.status = status
         self.upstream_keep_alive = upstream_keep_alive
-        head = build_response(status, self.reason, self.response_headers)
-        parts = head.parts
+        head, has_length, chunked, upgrade_to = rewrite_response(raw_head)
+        parts = [head, b"\r\n"]
         client = self.client
         if status == 101:
             parts.append(b"Connection: upgrade\r\n")
-            if head.upgrade_to is not None:
-                parts += (b"Upgrade: ", head.upgrade_to, b"\r\n")
+            if upgrade_to is not None:
+                parts += (b"Upgrade: ", upgrade_to, b"\r\n")
             parts.append(b"\r\n")
             client.transport.writelines(parts)
             return
@@ -210,9 +203,9 @@ class Exchange:
         close = (not self.keep_alive or client.proxy.draining
                  or (self.req.has_body and not self.request_done) or self.req.upgrade)
         if not self.no_body:
-            if head.chunked:
+            if chunked:
                 self.resp_chunked = True
-            elif not head.length:
+            elif not has_length:
                 # Ends when the backend closes: re-chunk for HTTP/1.1 clients, close for 1.0.
                 self.close_delimited = True
                 if self.http11:
@@ -238,7 +231,7 @@ class Exchange:
     def flush_head(self) -> None:
         out, self.head_out = self.head_out, None
         if out:
-            self.client.transport.writelines(out)
+            self.client.transport.write(b"".join(out))   # one small buffer beats a writev of many
 
     def response_body(self, data: bytes) -> None:
         if self.finished or self.no_body:
@@ -252,7 +245,7 @@ class Exchange:
             out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
             out.append(data)
-        self.client.transport.writelines(out)
+        self.client.transport.write(b"".join(out))
 
     def response_complete(self) -> None:
         if self.finished or not self.response_started or self.status == 101:
@@ -295,9 +288,7 @@ class Exchange:
             return
         self.upstream = None
         conn.exchange = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm_timer()
         pool = self.client.proxy.pool
         if self.response_started:
             if self.close_delimited:    # the close was the end of the body
@@ -340,7 +331,7 @@ class Exchange:
         else:
             self.head_out = None
             out.append(data)
-            self.client.transport.writelines(out)
+            self.client.transport.write(b"".join(out))
 
     # --- ending --------------------------------------------------------------------------------
     def _end(self, status: int, failed: bool) -> None:
@@ -370,9 +361,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm_timer()
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()

@@ -15,6 +15,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from lb.collect.pool import Pool
 from lb.clock import Clock
+from lb.proxy.deadlines import Deadlines
 from lb.proxy.exchange import Exchange
 from lb.proxy.headers import build_request, error_response
 from lb.proxy.upstream import WRITE_HIGH, WRITE_LOW, UpstreamConnection
@@ -40,6 +41,7 @@ class Proxy:
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self.idle_event = asyncio.Event()   # set when no connection has a request in progress
+        self.deadlines = Deadlines(self.loop, upstream_timeout)
 
     def protocol(self) -> "ClientConnection":
         return ClientConnection(self)
@@ -73,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.reading_head = True
+        self.count_head = False
         self.paused = 0               # PAUSE_* reasons, or-ed
         self.write_paused = False
         self.closed = False
@@ -98,6 +101,8 @@ class ClientConnection(asyncio.Protocol):
         if self.pending_error or self.closing:
             return
         if self.reading_head:
+            if not self.head_bytes:
+                self.count_head = False   # a head starting this read: its raw size bounds it
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -155,14 +160,15 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self.proxy.max_header_bytes:
-            raise _HeadTooLarge()
+        if self.count_head or self.head_bytes > self.proxy.max_header_bytes:
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > self.proxy.max_header_bytes:
+                raise _HeadTooLarge()
         self.reading_head = False
         self.head_bytes = 0
-        req = build_request(parser.get_method(), self.url, self.headers, self.client_ip,
-                            parser.should_upgrade())
-        exchange = Exchange(self, parser.get_method(), req, parser.should_keep_alive(),
+        method = parser.get_method()
+        req = build_request(method, self.url, self.headers, self.client_ip, parser.should_upgrade())
+        exchange = Exchange(self, method, req, parser.should_keep_alive(),
                             parser.get_http_version() == "1.1")
         self.parsing = exchange
         queue = self.queue
@@ -179,6 +185,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         exchange, self.parsing = self.parsing, None
         self.reading_head = True
+        self.count_head = True   # a pipelined head may follow in this same read: count it exactly
         if exchange is not None:
             exchange.request_complete()
 

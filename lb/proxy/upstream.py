@@ -22,7 +22,7 @@ WRITE_LOW = 64 * 1024
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
-                 "read_paused", "tunnel")
+                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim")
 
     def __init__(self, backend: "Backend") -> None:
         self.backend = backend
@@ -34,6 +34,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.reset_parser = False     # a HEAD response ended at its head: parse the next afresh
         self.read_paused = False
         self.tunnel = None            # the ClientConnection, once upgraded (WebSocket)
+        # The response head is taken from the raw bytes (see headers.rewrite_response): they are
+        # kept from the start of the current response until its head is complete.
+        self.head_buf = b""
+        self.head_pos = 0             # where the current head starts in head_buf (after any 1xx)
+        self.in_head = True
+        self.interim = False          # the message being parsed is a 1xx
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -49,6 +55,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        if self.in_head:
+            self.head_buf = self.head_buf + data if self.head_buf else data
         try:
             self.parser.feed_data(data)
             if exchange.head_out is not None:   # a head whose body is still to come
@@ -83,25 +91,28 @@ class UpstreamConnection(asyncio.Protocol):
             client.resume(2)
 
     # --- llhttp callbacks, handed to the exchange ----------------------------------------------
-    def on_message_begin(self) -> None:
-        if self.exchange is not None:
-            self.exchange.response_begin()
-
-    def on_status(self, reason: bytes) -> None:
-        self.exchange.reason += reason  # type: ignore[union-attr]
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.exchange.response_headers.append((name, value))  # type: ignore[union-attr]
-
     def on_headers_complete(self) -> None:
-        self.exchange.response_head(self.parser.get_status_code(),  # type: ignore[union-attr]
-                                    self.parser.should_keep_alive())
+        buf = self.head_buf
+        end = buf.find(b"\r\n\r\n", self.head_pos)
+        head = buf[self.head_pos:end]
+        self.head_pos = end + 4
+        status = self.parser.get_status_code()
+        self.interim = 100 <= status < 200 and status != 101
+        if not self.interim:
+            self.in_head = False
+            self.head_buf = b""
+        self.exchange.response_head(status, self.parser.should_keep_alive(), head)  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
             self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:              # the final response's head follows the 1xx
+            self.interim = False
+            return
+        self.in_head = True
+        self.head_pos = 0
         if self.exchange is not None:
             self.exchange.response_complete()
 
@@ -120,6 +131,9 @@ class UpstreamConnection(asyncio.Protocol):
         """The exchange is done with this connection: keep it idle for the next one, or close it."""
         self.exchange = None
         self.got_bytes = False
+        self.in_head = True
+        self.head_buf = b""
+        self.head_pos = 0
         if reusable and not self.closed and not self.backend.retired:
             self.resume_reading()
             self.backend.idle.append(self)
