@@ -46,7 +46,7 @@ class Pool:
         # Totals for the control loop and /metrics.
         self.inflight = 0
         self._inflight_seconds = 0.0
-        self._inflight_since = self.clock.now()
+        self.changed_at = self.clock.now()   # the last begin or end: the integral runs to here
         self.requests_total = 0
         self.retries_total = 0
         self.ejections_total = 0
@@ -149,14 +149,14 @@ class Pool:
 
     # --- accounting (the proxy calls these per request) ----------------------------------------
     def _integrate(self, now: float) -> None:
-        self._inflight_seconds += self.inflight * (now - self._inflight_since)
-        self._inflight_since = now
+        self._inflight_seconds += self.inflight * (now - self.changed_at)
+        self.changed_at = now
 
     def begin(self, backend: Backend) -> float:
         """A request goes to `backend`; returns its start time for `end`."""
         now = self.clock.now()
-        self._inflight_seconds += self.inflight * (now - self._inflight_since)   # _integrate, inlined
-        self._inflight_since = now
+        self._inflight_seconds += self.inflight * (now - self.changed_at)   # _integrate, inlined
+        self.changed_at = now
         self.inflight += 1
         backend.inflight += 1
         return now
@@ -164,8 +164,8 @@ class Pool:
     def end(self, backend: Backend, started: float, status: int, failed: bool = False) -> None:
         """The request finished with `status` (ours or the backend's); `failed` counts toward ejection."""
         now = self.clock.now()
-        self._inflight_seconds += self.inflight * (now - self._inflight_since)   # _integrate, inlined
-        self._inflight_since = now
+        self._inflight_seconds += self.inflight * (now - self.changed_at)   # _integrate, inlined
+        self.changed_at = now
         self.inflight -= 1
         backend.inflight -= 1
         self.requests_total += 1
@@ -177,7 +177,8 @@ class Pool:
             self.failure(backend, now)   # and no latency sample: a fast failure must not look cheap
         else:
             backend.observe_latency(now, elapsed)
-            backend.consecutive_failures = 0
+            if backend.consecutive_failures:
+                backend.consecutive_failures = 0
         if backend.state == DRAINING and backend.inflight == 0:
             self._reap()
             self._refresh(now)
@@ -226,7 +227,7 @@ class Pool:
 
     # --- what the control loop reads -----------------------------------------------------------
     def load_sample(self, now: float) -> LoadSample:
-        self._integrate(max(now, self._inflight_since))
+        self._integrate(max(now, self.changed_at))
         return LoadSample(self._inflight_seconds, self.requests_total, self.inflight)
 
     def latency_quantiles(self, window_s: float, qs: tuple[float, ...] | list[float] = (0.5, 0.95, 0.99)

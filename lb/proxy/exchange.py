@@ -72,8 +72,9 @@ class Exchange:
         if self.req.chunked:
             self._send(b"0\r\n\r\n")
         self.request_done = True
-        if self.upstream is not None:
-            self._arm_timer()
+        if self.upstream is not None and not self.waiting and not self.response_started:
+            self.waiting = True   # _arm_timer, inlined: this runs once per request
+            self.client.proxy.deadlines.add(self)
 
     def _send(self, data: bytes) -> None:
         self.body_bytes += len(data)
@@ -108,7 +109,10 @@ class Exchange:
             return
         self.backend = backend
         self.started = pool.begin(backend)
-        conn = take_idle(backend)
+        idle = backend.idle
+        conn = idle.pop() if idle else None
+        if conn is not None and conn.closed:
+            conn = take_idle(backend)
         if conn is not None:
             self.attach(conn)
         else:
@@ -252,13 +256,21 @@ class Exchange:
             return
         if self.resp_chunked:
             self._write(b"0\r\n\r\n")
-        else:
+        elif self.head_out is not None:
             self.flush_head()
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.release(self.request_done and self.upstream_keep_alive and not self.close_delimited)
-        self._end(self.status, failed=False)
-        self._done(self.close_after)
+        # _end and _done, inlined: this runs once per request.
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            self.client.proxy.pool.end(backend, self.started, self.status, False)
+        if self.retrying:
+            self.retrying = False
+            self.client.proxy.pool.retry_done()
+        self.finished = True
+        self.client.exchange_done(self, self.close_after)
 
     def upstream_upgraded(self, rest: bytes) -> None:
         """The backend switched protocols: from now on bytes flow both ways untouched."""

@@ -147,11 +147,6 @@ class ClientConnection(asyncio.Protocol):
             self.queue[0].upstream.resume_reading()
 
     # --- llhttp callbacks ----------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.reading_head = True
-
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -171,6 +166,8 @@ class ClientConnection(asyncio.Protocol):
         exchange = Exchange(self, method, req, parser.should_keep_alive(),
                             parser.get_http_version() == "1.1")
         self.parsing = exchange
+        self.url = b""            # ready for the next head (no on_message_begin: one call fewer)
+        self.headers = []
         queue = self.queue
         queue.append(exchange)
         if len(queue) == 1:
@@ -208,7 +205,7 @@ class ClientConnection(asyncio.Protocol):
             queue.popleft()
         elif exchange in queue:
             queue.remove(exchange)
-        if self.paused & PAUSE_UPSTREAM:
+        if self.paused:
             self.resume(PAUSE_UPSTREAM)
         if close or self.closed:
             self.close()
@@ -221,12 +218,14 @@ class ClientConnection(asyncio.Protocol):
         if self.pending_error:
             self._send_error(self.pending_error)
             return
-        self.idle_since = self.proxy.clock.now()
-        if self.proxy.draining:
+        proxy = self.proxy
+        self.idle_since = proxy.pool.changed_at   # the clock's time of this very request's end
+        if proxy.draining:
             self.close()
+            self._maybe_idle()
             return
-        self.resume(PAUSE_BODY)
-        self._maybe_idle()
+        if self.paused:
+            self.resume(PAUSE_BODY)
 
     def _maybe_idle(self) -> None:
         proxy = self.proxy
