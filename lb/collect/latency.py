@@ -35,6 +35,8 @@ class RollingHistogram:
         self.keep_s = keep_s
         self._rows: dict[int, list[int]] = {}   # whole second -> counts per bucket
         self._oldest = 0
+        self._second = -1                        # the row being filled, kept at hand
+        self._row: list[int] = []
         # Lifetime, in Prometheus buckets (non-cumulative; +Inf last), and the sum in seconds.
         self.prom_counts = [0] * (len(PROM_BUCKETS) + 1)
         self.prom_sum = 0.0
@@ -42,10 +44,14 @@ class RollingHistogram:
 
     def record(self, now: float, seconds: float) -> None:
         second = int(now)
-        row = self._rows.get(second)
-        if row is None:
-            row = self._rows[second] = [0] * _BUCKETS
-            self._expire(second)
+        if second == self._second:
+            row = self._row
+        else:
+            row = self._rows.get(second)
+            if row is None:
+                row = self._rows[second] = [0] * _BUCKETS
+                self._expire(second)
+            self._second, self._row = second, row
         ms = seconds * 1000.0   # _bucket, inlined: this runs once per request
         if ms <= _MIN_MS:
             row[0] += 1

@@ -39,7 +39,7 @@ class Exchange:
     waiting = False                  # in the upstream-timeout list
     finished = False
     status = 0
-    resp_chunked = False
+    rechunk = False                  # a close-delimited body, chunked by us for an HTTP/1.1 client
     close_delimited = False
     no_body = False
     close_after = False
@@ -193,7 +193,15 @@ class Exchange:
         self.response_started = True
         self.status = status
         self.upstream_keep_alive = upstream_keep_alive
-        head, has_length, chunked, upgrade_to = rewrite_response(raw_head)
+        conn = self.upstream
+        if conn is not None and raw_head == conn.last_head:
+            # A backend tends to send the same head again (Date changes once a second): reuse it.
+            head, has_length, chunked, upgrade_to = conn.last_rewrite
+        else:
+            rewritten = rewrite_response(raw_head)
+            head, has_length, chunked, upgrade_to = rewritten
+            if conn is not None:
+                conn.last_head, conn.last_rewrite = raw_head, rewritten
         parts = [head, b"\r\n"]
         client = self.client
         if status == 101:
@@ -207,16 +215,14 @@ class Exchange:
         close = (not self.keep_alive or client.proxy.draining
                  or (self.req.has_body and not self.request_done) or self.req.upgrade)
         if not self.no_body:
-            if chunked:
-                self.resp_chunked = True
-            elif not has_length:
-                # Ends when the backend closes: re-chunk for HTTP/1.1 clients, close for 1.0.
+            if not chunked and not has_length:
+                # Ends when the backend closes: chunk it for HTTP/1.1 clients, close for 1.0.
                 self.close_delimited = True
                 if self.http11:
-                    self.resp_chunked = True
+                    self.rechunk = chunked = True
                 else:
                     close = True
-            if self.resp_chunked:
+            if chunked:   # the backend's chunks pass through as they are
                 parts.append(b"Transfer-Encoding: chunked\r\n")
         if close:
             parts.append(b"Connection: close\r\n\r\n")
@@ -237,24 +243,28 @@ class Exchange:
         if out:
             self.client.transport.write(b"".join(out))   # one small buffer beats a writev of many
 
-    def response_body(self, data: bytes) -> None:
-        if self.finished or self.no_body:
+    def relay(self, data: bytes) -> None:
+        """Body bytes from the backend, framing included: to the client, behind the head if pending."""
+        if self.finished or self.no_body or not self.response_started:
             return
+        if not data:
+            if self.head_out is not None:
+                self.flush_head()
+            return
+        if self.rechunk:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
         out = self.head_out
-        if out is not None:
+        if out is None:
+            self.client.transport.write(data)
+        else:
             self.head_out = None
-        else:
-            out = []
-        if self.resp_chunked:
-            out += (b"%x\r\n" % len(data), data, b"\r\n")
-        else:
             out.append(data)
-        self.client.transport.write(b"".join(out))
+            self.client.transport.write(b"".join(out))
 
     def response_complete(self) -> None:
         if self.finished or not self.response_started or self.status == 101:
             return
-        if self.resp_chunked:
+        if self.rechunk:
             self._write(b"0\r\n\r\n")
         elif self.head_out is not None:
             self.flush_head()
@@ -304,7 +314,7 @@ class Exchange:
         pool = self.client.proxy.pool
         if self.response_started:
             if self.close_delimited:    # the close was the end of the body
-                self.close_after = self.close_after or not self.resp_chunked
+                self.close_after = self.close_after or not self.rechunk
                 self.response_complete_closed()
             else:                       # truncated mid-response: the client must see it too
                 self.flush_head()
@@ -329,7 +339,7 @@ class Exchange:
         self.respond_error(502)
 
     def response_complete_closed(self) -> None:
-        if self.resp_chunked:
+        if self.rechunk:
             self._write(b"0\r\n\r\n")
         else:
             self.flush_head()

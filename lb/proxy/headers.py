@@ -40,8 +40,10 @@ class RequestHead(NamedTuple):
 
 
 def build_request(method: bytes, target: bytes, headers: Headers, client_ip: bytes,
-                  upgrade: bool, drop: frozenset[bytes] = HOP_BY_HOP) -> RequestHead:
-    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+                  upgrade: bool, http11: bool = True, drop: frozenset[bytes] = HOP_BY_HOP) -> RequestHead:
+    # An HTTP/1.0 client's request goes as HTTP/1.0 (kept alive), so the backend never answers it
+    # chunked: the proxy relays bodies as they come and does not de-chunk.
+    out = [method, b" ", target, b" HTTP/1.1\r\n" if http11 else b" HTTP/1.0\r\nConnection: keep-alive\r\n"]
     xff = host = upgrade_to = None
     chunked = expect = False
     length = b""
@@ -55,7 +57,8 @@ def build_request(method: bytes, target: bytes, headers: Headers, client_ip: byt
             elif lower == b"connection" and drop is HOP_BY_HOP:
                 named = _named_by_connection(value)
                 if named:   # start again, now dropping those too
-                    return build_request(method, target, headers, client_ip, upgrade, HOP_BY_HOP | named)
+                    return build_request(method, target, headers, client_ip, upgrade, http11,
+                                         HOP_BY_HOP | named)
             continue
         if lower.startswith(b"x-forwarded-"):
             if lower == b"x-forwarded-for":
@@ -78,7 +81,7 @@ def build_request(method: bytes, target: bytes, headers: Headers, client_ip: byt
         out += (b"X-Forwarded-Host: ", host, b"\r\n")
     if chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
-    upgrade = upgrade and upgrade_to is not None
+    upgrade = upgrade and upgrade_to is not None and http11
     if upgrade:
         out += (b"Connection: upgrade\r\nUpgrade: ", upgrade_to, b"\r\n")
     out.append(b"\r\n")

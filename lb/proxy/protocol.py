@@ -82,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.pending_error = 0        # a malformed request after pipelined ones: answer it in turn
         self.tunnel: UpstreamConnection | None = None
+        self.last_request: tuple | None = None   # (url, headers, method, http11, RequestHead)
         self.idle_since = proxy.clock.now()
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
@@ -162,9 +163,15 @@ class ClientConnection(asyncio.Protocol):
         self.reading_head = False
         self.head_bytes = 0
         method = parser.get_method()
-        req = build_request(method, self.url, self.headers, self.client_ip, parser.should_upgrade())
-        exchange = Exchange(self, method, req, parser.should_keep_alive(),
-                            parser.get_http_version() == "1.1")
+        http11 = parser.get_http_version() == "1.1"
+        headers = self.headers
+        last = self.last_request
+        if last is not None and last[0] == self.url and last[1] == headers and last[2] == method and last[3] == http11:
+            req = last[4]   # a keep-alive client often sends the very same head again: reuse its rewrite
+        else:
+            req = build_request(method, self.url, headers, self.client_ip, parser.should_upgrade(), http11)
+            self.last_request = (self.url, headers, method, http11, req)
+        exchange = Exchange(self, method, req, parser.should_keep_alive(), http11)
         self.parsing = exchange
         self.url = b""            # ready for the next head (no on_message_begin: one call fewer)
         self.headers = []

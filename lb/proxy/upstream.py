@@ -22,7 +22,7 @@ WRITE_LOW = 64 * 1024
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
-                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim")
+                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from", "last_head", "last_rewrite")
 
     def __init__(self, backend: "Backend") -> None:
         self.backend = backend
@@ -40,6 +40,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_pos = 0             # where the current head starts in head_buf (after any 1xx)
         self.in_head = True
         self.interim = False          # the message being parsed is a 1xx
+        # Body bytes are relayed as they came (chunked framing included), not through on_body:
+        # `chunk` is the read being parsed and `chunk_from` where its body bytes begin.
+        self.chunk: bytes | None = None
+        self.chunk_from = 0
+        self.last_head = b""          # the last raw response head and how it was rewritten
+        self.last_rewrite: tuple = ()
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,10 +63,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         if self.in_head:
             self.head_buf = self.head_buf + data if self.head_buf else data
+            self.chunk_from = len(data)     # no body in it unless a head completes
+        else:
+            self.chunk_from = 0
+        self.chunk = data
         try:
             self.parser.feed_data(data)
-            if exchange.head_out is not None:   # a head whose body is still to come
-                exchange.flush_head()
+            chunk, self.chunk = self.chunk, None
+            if chunk is not None and self.exchange is exchange:   # a response still in progress
+                exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
         except HttpParserUpgrade as upgrade:
             exchange.upstream_upgraded(data[upgrade.args[0]:])
         except HttpParserError as exc:
@@ -100,12 +111,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = 100 <= status < 200 and status != 101
         if not self.interim:
             self.in_head = False
+            self.chunk_from = end + 4 - (len(buf) - len(self.chunk))  # type: ignore[arg-type]
             self.head_buf = b""
         self.exchange.response_head(status, self.parser.should_keep_alive(), head)  # type: ignore[union-attr]
-
-    def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
         if self.interim:              # the final response's head follows the 1xx
@@ -113,8 +121,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.in_head = True
         self.head_pos = 0
-        if self.exchange is not None:
-            self.exchange.response_complete()
+        exchange = self.exchange
+        chunk, self.chunk = self.chunk, None
+        if exchange is not None:
+            if chunk is not None and self.chunk_from < len(chunk):
+                # The body ends in this read: a backend never sends more (no pipelining upstream).
+                exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
+            exchange.response_complete()
 
     # --- the pool's side -----------------------------------------------------------------------
     def pause_reading(self) -> None:
