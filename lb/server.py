@@ -117,6 +117,7 @@ class Balancer:
                     self.log.warning("drain timeout; closing busy connections",
                                      extra={"busy_connections": proxy.busy()})
             proxy.abort_all()
+            proxy.deadlines.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
