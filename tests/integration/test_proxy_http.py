@@ -217,3 +217,32 @@ async def test_http10_client_gets_a_closing_response(backend_factory, balancer_f
     assert response.status == 200 and b"/old" in response.body
     assert await reader.read() == b""   # and the connection ends
     writer.close()
+
+
+async def test_interim_responses_and_heads_split_across_reads(balancer_factory):
+    """A raw backend: a 103 before the answer, and the answer's head in pieces, all kept alive."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            path = head.split(b" ")[1]
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
+            for piece in (b"HTTP/1.1 200 OK\r\nCont", b"ent-Length: %d\r\nConnection: keep-alive\r\n" % len(path),
+                          b"X-Path: yes\r\n\r", b"\n", path):
+                writer.write(piece)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    lb = await balancer_factory([f"{LOCAL}:{port}"])
+    reader, writer = await open_client(lb)
+    for path in (b"/one", b"/two-two"):
+        writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+        response = await read_response(reader)
+        assert (response.status, response.body, response.headers["x-path"]) == (200, path, "yes")
+        assert "connection" not in response.headers
+    writer.close()
+    server.close()
