@@ -8,6 +8,7 @@ each repeat, but never the last serving one.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Iterable
@@ -31,8 +32,10 @@ class LoadSample:
 
 class Pool:
     def __init__(self, clock: Clock | None = None, *, slow_start_s: float = 10.0, eject_after: int = 5,
-                 eject_base_s: float = 5.0, retry_budget: float = 0.2, rng: random.Random | None = None) -> None:
+                 eject_base_s: float = 5.0, retry_budget: float = 0.2, rng: random.Random | None = None,
+                 log: logging.Logger | None = None) -> None:
         self.clock = clock or Clock()
+        self.log = log or logging.getLogger("lb.pool")
         self.slow_start_s = slow_start_s
         self.eject_after = eject_after
         self.eject_base_s = eject_base_s
@@ -100,6 +103,7 @@ class Pool:
                 if now >= backend.ejected_until:
                     backend.state = ACTIVE
                     backend.consecutive_failures = 0
+                    self.log.info("backend back from ejection", extra={"backend": backend.address})
                 else:
                     next_change = min(next_change, backend.ejected_until)
             if backend.state == SLOW_START:
@@ -195,6 +199,9 @@ class Pool:
                 backend.ejected_until = now + self.eject_base_s * 2 ** min(backend.ejections, _MAX_EJECT_DOUBLINGS)
                 backend.ejections += 1
                 self.ejections_total += 1
+                self.log.warning("backend ejected", extra={
+                    "backend": backend.address, "failures": backend.consecutive_failures,
+                    "seconds": round(backend.ejected_until - now, 3), "ejections": backend.ejections})
                 self._refresh(now)
 
     def abandon(self, backend: Backend, failed: bool = True) -> None:

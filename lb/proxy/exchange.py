@@ -125,7 +125,9 @@ class Exchange:
                 proxy.loop.create_connection(lambda: UpstreamConnection(backend), backend.host, backend.port),
                 proxy.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            proxy.log.info("backend connect failed", extra={"backend": backend.address, "error": repr(exc)})
+            if not backend.consecutive_failures:   # one line per failure streak, not one per request
+                proxy.log.warning("backend connect failed",
+                                  extra={"backend": backend.address, "error": repr(exc)})
             if self.finished:           # the client left; abort() already ended the accounting
                 proxy.pool.failure(backend)
                 return
