@@ -73,8 +73,10 @@ class UpstreamConnection(asyncio.Protocol):
             if chunk is not None and self.exchange is exchange:   # a response still in progress
                 exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
         except HttpParserUpgrade as upgrade:
+            self.chunk = None
             exchange.upstream_upgraded(data[upgrade.args[0]:])
         except HttpParserError as exc:
+            self.chunk = None
             exchange.upstream_broken(f"bad response: {exc}")
         if self.reset_parser:
             self.reset_parser = False
