@@ -146,3 +146,29 @@ async def test_malformed_and_oversized_requests_do_not_hurt_others(backend_facto
     assert response.status == 200 and b"/still" in response.body
     assert [r.path for r in backend.seen] == ["/", "/still"]
     other_writer.close()
+
+
+async def test_garbage_from_a_backend_is_502_and_a_truncated_body_cuts_the_client(balancer_factory):
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"/garbage" in head:
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    lb = await balancer_factory([f"{LOCAL}:{port}"], eject_after=100)
+    reader, writer = await open_client(lb)
+    writer.write(b"POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert (await read_response(reader)).status == 502
+
+    writer.write(b"GET /truncated HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 100" in head
+    rest = await reader.read()            # the proxy closes: the client can tell the body is short
+    assert rest == b"only part"
+    writer.close()
+    server.close()
