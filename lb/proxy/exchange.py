@@ -191,7 +191,9 @@ class Exchange:
     def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:
         if 100 <= status < 200 and status != 101:
             return                      # interim responses: 100 is ours to send, others are dropped
-        self._disarm_timer()
+        if self.waiting:                # _disarm_timer, inlined: this runs once per request
+            self.waiting = False
+            self.client.proxy.deadlines.discard(self)
         self.response_started = True
         self.status = status
         self.upstream_keep_alive = upstream_keep_alive
