@@ -92,8 +92,9 @@ class Balancer:
                                           "backends": [b.address for b in self.pool.backends]})
 
     async def _sweep_idle(self) -> None:
+        pause = min(_SWEEP_S, self.config.idle_timeout / 4)   # closes within a quarter past the timeout
         while True:
-            await self.clock.sleep(_SWEEP_S)
+            await self.clock.sleep(pause)
             if self.proxy is not None:
                 self.proxy.close_idle(self.clock.now(), self.config.idle_timeout)
 

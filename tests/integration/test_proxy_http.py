@@ -246,3 +246,13 @@ async def test_interim_responses_and_heads_split_across_reads(balancer_factory):
         assert "connection" not in response.headers
     writer.close()
     server.close()
+
+
+async def test_idle_keep_alive_connections_are_closed(backend_factory, balancer_factory):
+    backend = await backend_factory()
+    lb = await balancer_factory([backend.address], idle_timeout=0.2)
+    reader, writer = await open_client(lb)
+    writer.write(b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader)).status == 200
+    assert await asyncio.wait_for(reader.read(), 10) == b""   # the balancer hangs up on an idle client
+    writer.close()
