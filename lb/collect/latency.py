@@ -14,6 +14,12 @@ _MIN_MS = 0.05          # bucket 0 holds everything faster than this
 _GROWTH = 1.08          # each bucket is 8% wider than the one before: quantiles within ~4%
 _LOG_GROWTH = math.log(_GROWTH)
 _BUCKETS = 200          # 0.05 ms * 1.08**200 ~ 250 s: the top bucket holds anything slower
+# Constants and functions bound once, so record() does no global or attribute lookups for them.
+_TOP = _BUCKETS - 1
+_PER_MIN_S = 1.0 / (_MIN_MS / 1000.0)
+_PER_LOG_GROWTH = 1.0 / _LOG_GROWTH
+_MIN_S = _MIN_MS / 1000.0
+_log = math.log
 
 # Prometheus buckets (seconds) for lb_request_duration_seconds.
 PROM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -40,7 +46,6 @@ class RollingHistogram:
         # Lifetime, in Prometheus buckets (non-cumulative; +Inf last), and the sum in seconds.
         self.prom_counts = [0] * (len(PROM_BUCKETS) + 1)
         self.prom_sum = 0.0
-        self.count = 0
 
     def record(self, now: float, seconds: float) -> None:
         second = int(now)
@@ -52,15 +57,17 @@ class RollingHistogram:
                 row = self._rows[second] = [0] * _BUCKETS
                 self._expire(second)
             self._second, self._row = second, row
-        ms = seconds * 1000.0   # _bucket, inlined: this runs once per request
-        if ms <= _MIN_MS:
+        if seconds <= _MIN_S:   # _bucket, inlined: this runs once per request
             row[0] += 1
         else:
-            index = int(math.log(ms / _MIN_MS) / _LOG_GROWTH) + 1
-            row[index if index < _BUCKETS else _BUCKETS - 1] += 1
+            index = int(_log(seconds * _PER_MIN_S) * _PER_LOG_GROWTH) + 1
+            row[index if index < _BUCKETS else _TOP] += 1
         self.prom_counts[bisect_left(PROM_BUCKETS, seconds)] += 1
         self.prom_sum += seconds
-        self.count += 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.prom_counts)
 
     def _expire(self, second: int) -> None:
         cutoff = second - self.keep_s

@@ -22,8 +22,8 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, item: Expiring) -> None:
+        # Callers add an item only when it is not in (a retry is discarded first), so no pop here.
         deadline = self.loop.time() + self.seconds
-        self._due.pop(item, None)           # re-adding moves it to the back, where it belongs
         self._due[item] = deadline
         if self._timer is None:
             self._timer = self.loop.call_at(deadline, self._fire)
