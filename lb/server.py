@@ -25,7 +25,7 @@ from lb.orchestrators.memory import MemoryOrchestrator
 from lb.orchestrators.base import Orchestrator
 from lb.proxy.protocol import Proxy
 
-_SWEEP_S = 1.0   # how often idle keep-alive connections are looked for
+_SWEEP_S = 0.5   # at most this long between looks for timed-out requests and idle connections
 
 
 class Balancer:
@@ -85,18 +85,19 @@ class Balancer:
         site = web.TCPSite(self._admin, config.admin_listen.host, config.admin_listen.port, reuse_address=True)
         await site.start()
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._tasks = [asyncio.create_task(self._sweep_idle())]
+        self._tasks = [asyncio.create_task(self._sweep())]
         self._tasks += [asyncio.create_task(factory()) for factory in self.background]
         self.log.info("listening", extra={"proxy": f"{config.listen.host}:{self.proxy_port}",
                                           "admin": f"{config.admin_listen.host}:{self.admin_port}",
                                           "backends": [b.address for b in self.pool.backends]})
 
-    async def _sweep_idle(self) -> None:
-        pause = min(_SWEEP_S, self.config.idle_timeout / 4)   # closes within a quarter past the timeout
+    async def _sweep(self) -> None:
+        # A tenth of the shorter timeout between looks: each fires at most 10% late.
+        pause = min(_SWEEP_S, self.config.upstream_timeout / 10, self.config.idle_timeout / 10)
         while True:
             await self.clock.sleep(pause)
             if self.proxy is not None:
-                self.proxy.close_idle(self.clock.now(), self.config.idle_timeout)
+                self.proxy.sweep(self.clock.now())
 
     async def shutdown(self) -> None:
         """Stop accepting, drain in-flight requests (bounded), then stop everything else."""
@@ -118,7 +119,6 @@ class Balancer:
                     self.log.warning("drain timeout; closing busy connections",
                                      extra={"busy_connections": proxy.busy()})
             proxy.abort_all()
-            proxy.deadlines.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

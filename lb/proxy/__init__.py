@@ -1,5 +1,5 @@
 """Proxy: the HTTP/1.1 data path on asyncio Protocols, uvloop and llhttp (httptools).
 
 protocol.py (client side), exchange.py (one request and its response), upstream.py (pooled backend
-connections), headers.py (head rewriting), deadlines.py (upstream timeouts).
+connections) and headers.py (head rewriting).
 """

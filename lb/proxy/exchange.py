@@ -36,7 +36,7 @@ class Exchange:
     started = 0.0
     tried: tuple = ()
     response_started = False
-    waiting = False                  # in the upstream-timeout list
+    sent_at = 0.0                    # when the request was all sent: the upstream timeout runs from here
     finished = False
     status = 0
     rechunk = False                  # a close-delimited body, chunked by us for an HTTP/1.1 client
@@ -72,9 +72,8 @@ class Exchange:
         if self.req.chunked:
             self._send(b"0\r\n\r\n")
         self.request_done = True
-        if self.upstream is not None and not self.waiting and not self.response_started:
-            self.waiting = True   # _arm_timer, inlined: this runs once per request
-            self.client.proxy.deadlines.add(self)
+        if self.req.has_body:   # a bodiless request was sent when it started (see start)
+            self.sent_at = self.client.proxy.clock.now()
 
     def _send(self, data: bytes) -> None:
         self.body_bytes += len(data)
@@ -109,6 +108,8 @@ class Exchange:
             return
         self.backend = backend
         self.started = pool.begin(backend)
+        if not self.req.has_body or self.request_done:
+            self.sent_at = self.started
         idle = backend.idle
         conn = idle.pop() if idle else None
         if conn is not None and conn.closed:
@@ -164,21 +165,15 @@ class Exchange:
             conn.transport.write(head)  # type: ignore[union-attr]
         if client.write_paused:
             conn.pause_reading()
-        if self.request_done:
-            self._arm_timer()
 
-    def _arm_timer(self) -> None:
-        if not self.waiting and not self.response_started:
-            self.waiting = True
-            self.client.proxy.deadlines.add(self)
-
-    def _disarm_timer(self) -> None:
-        if self.waiting:
-            self.waiting = False
-            self.client.proxy.deadlines.discard(self)
+    def waiting_since(self) -> float | None:
+        """When the backend began to owe a response head, or None if it does not owe one."""
+        if self.upstream is None or not self.request_done or self.response_started or self.finished:
+            return None
+        return self.sent_at
 
     def timed_out(self) -> None:
-        self.waiting = False
+        """No response head within LB_UPSTREAM_TIMEOUT (the proxy's sweep calls this)."""
         if self.response_started or self.finished:
             return
         conn, self.upstream = self.upstream, None
@@ -191,9 +186,6 @@ class Exchange:
     def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:
         if 100 <= status < 200 and status != 101:
             return                      # interim responses: 100 is ours to send, others are dropped
-        if self.waiting:                # _disarm_timer, inlined: this runs once per request
-            self.waiting = False
-            self.client.proxy.deadlines.discard(self)
         self.response_started = True
         self.status = status
         self.upstream_keep_alive = upstream_keep_alive
@@ -314,7 +306,6 @@ class Exchange:
             return
         self.upstream = None
         conn.exchange = None
-        self._disarm_timer()
         pool = self.client.proxy.pool
         if self.response_started:
             if self.close_delimited:    # the close was the end of the body
@@ -387,7 +378,6 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self._disarm_timer()
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()

@@ -15,7 +15,6 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from lb.collect.pool import Pool
 from lb.clock import Clock
-from lb.proxy.deadlines import Deadlines
 from lb.proxy.exchange import Exchange
 from lb.proxy.headers import build_request, error_response
 from lb.proxy.upstream import WRITE_HIGH, WRITE_LOW, UpstreamConnection
@@ -41,7 +40,6 @@ class Proxy:
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self.idle_event = asyncio.Event()   # set when no connection has a request in progress
-        self.deadlines = Deadlines(self.loop, upstream_timeout)
 
     def protocol(self) -> "ClientConnection":
         return ClientConnection(self)
@@ -52,6 +50,21 @@ class Proxy:
     def close_idle(self, now: float, idle_for: float = 0.0) -> None:
         for conn in list(self.connections):
             if not conn.queue and conn.tunnel is None and now - conn.idle_since >= idle_for:
+                conn.close()
+
+    def sweep(self, now: float) -> None:
+        """Time out requests whose backend owes a head too long; close idle keep-alive connections.
+
+        A periodic sweep instead of a timer per request: the request path pays nothing for it.
+        """
+        timeout, idle_timeout = self.upstream_timeout, self.idle_timeout
+        for conn in list(self.connections):
+            queue = conn.queue
+            if queue:
+                since = queue[0].waiting_since()
+                if since is not None and now - since >= timeout:
+                    queue[0].timed_out()
+            elif conn.tunnel is None and now - conn.idle_since >= idle_timeout:
                 conn.close()
 
     def abort_all(self) -> None:
