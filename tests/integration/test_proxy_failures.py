@@ -172,3 +172,30 @@ async def test_garbage_from_a_backend_is_502_and_a_truncated_body_cuts_the_clien
     assert rest == b"only part"
     writer.close()
     server.close()
+
+
+async def test_removed_backend_drains_its_requests_and_gets_no_new_ones(backend_factory, balancer_factory):
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="old")
+
+    old = await backend_factory(held)
+    new = await backend_factory()
+    lb = await balancer_factory([old.address])
+    async with aiohttp.ClientSession() as session:
+        pending = asyncio.create_task(session.get(f"http://{LOCAL}:{lb.proxy_port}/held"))
+        await arrived.wait()
+        lb.pool.update([new.address])          # what discovery does when a task goes away
+        states = {b["address"]: b["state"] for b in (await status(lb))["backends"]}
+        assert states == {old.address: "draining", new.address: "slow_start"}
+        for i in range(5):
+            async with session.get(f"http://{LOCAL}:{lb.proxy_port}/n{i}") as r:
+                assert r.status == 200
+        assert len(old.seen) == 1 and len(new.seen) == 5
+        release.set()
+        response = await pending
+        assert response.status == 200 and await response.text() == "old"
+    assert [b["address"] for b in (await status(lb))["backends"]] == [new.address]
