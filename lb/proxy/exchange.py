@@ -149,6 +149,7 @@ class Exchange:
     def attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.exchange = self
+        conn.used = True
         client = self.client
         if self.expect_continue and not self.request_done:
             self.expect_continue = False

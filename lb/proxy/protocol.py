@@ -17,7 +17,7 @@ from lb.collect.pool import Pool
 from lb.clock import Clock
 from lb.proxy.exchange import Exchange
 from lb.proxy.headers import build_request, error_response
-from lb.proxy.upstream import WRITE_HIGH, WRITE_LOW, UpstreamConnection
+from lb.proxy.upstream import IDLE_S, WRITE_HIGH, WRITE_LOW, UpstreamConnection, close_stale
 
 PAUSE_BODY = 1        # a body is buffered while no backend is connected, or the queue is long
 PAUSE_UPSTREAM = 2    # the backend's socket buffer is full
@@ -35,6 +35,7 @@ class Proxy:
         self.connect_timeout = connect_timeout
         self.max_header_bytes = max_header_bytes
         self.idle_timeout = idle_timeout
+        self.upstream_idle_s = IDLE_S
         self.log = log
         self.loop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
@@ -66,6 +67,9 @@ class Proxy:
                     queue[0].timed_out()
             elif conn.tunnel is None and now - conn.idle_since >= idle_timeout:
                 conn.close()
+        for backend in self.pool.backends:
+            if backend.idle:
+                close_stale(backend, now, self.upstream_idle_s)
 
     def abort_all(self) -> None:
         for conn in list(self.connections):

@@ -18,11 +18,14 @@ if TYPE_CHECKING:
 # Write buffer limits: past `high` buffered bytes the other side stops reading (backpressure).
 WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
+# Idle pooled connections are closed after this long: sooner than common backends' own keep-alive
+# timeouts (uvicorn and Node 5 s), so a request rarely meets a connection the backend is closing.
+IDLE_S = 4.0
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
-                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from", "last_head", "last_rewrite")
+                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from", "last_head", "last_rewrite", "used", "idle_from")
 
     def __init__(self, backend: "Backend") -> None:
         self.backend = backend
@@ -46,6 +49,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunk_from = 0
         self.last_head = b""          # the last raw response head and how it was rewritten
         self.last_rewrite: tuple = ()
+        self.used = True              # since the last sweep (see close_stale)
+        self.idle_from = 0.0
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -163,6 +168,16 @@ class UpstreamConnection(asyncio.Protocol):
         idle = self.backend.idle
         if self in idle:
             idle.remove(self)
+
+
+def close_stale(backend: "Backend", now: float, idle_s: float = IDLE_S) -> None:
+    """Close pooled connections nobody used for idle_s (a sweep calls this; requests only set `used`)."""
+    for conn in list(backend.idle):
+        if conn.used:
+            conn.used = False
+            conn.idle_from = now
+        elif now - conn.idle_from >= idle_s:
+            conn.close()
 
 
 def take_idle(backend: "Backend") -> UpstreamConnection | None:

@@ -256,3 +256,26 @@ async def test_idle_keep_alive_connections_are_closed(backend_factory, balancer_
     assert (await read_response(reader)).status == 200
     assert await asyncio.wait_for(reader.read(), 10) == b""   # the balancer hangs up on an idle client
     writer.close()
+
+
+async def test_idle_backend_connections_are_closed_before_the_backend_would(backend_factory, balancer_factory):
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        assert await reader.read() == b""      # the balancer, not us, ends the idle connection
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    lb = await balancer_factory([f"{LOCAL}:{port}"], idle_timeout=1)   # sweeps every 0.1 s
+    lb.proxy.upstream_idle_s = 0.2                 # instead of 4 s, to keep the test short
+    reader, writer = await open_client(lb)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader)).body == b"ok"
+    await asyncio.wait_for(closed.wait(), 15)
+    writer.close()
+    server.close()
