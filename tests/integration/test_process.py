@@ -62,3 +62,35 @@ async def test_sigterm_drains_in_flight_requests_then_exits_0(backend_factory):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_drain_timeout_bounds_the_shutdown(backend_factory):
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="too late")
+
+    backend = await backend_factory(handle)
+    port, admin = unused_port(), unused_port()
+    proc = await run_lb({"LB_LISTEN": f"{LOCAL}:{port}", "LB_ADMIN_LISTEN": f"{LOCAL}:{admin}",
+                         "LB_BACKENDS": backend.address, "LB_DRAIN_TIMEOUT": "0.3"})
+    try:
+        await asyncio.wait_for(proc.stderr.readline(), 30)
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        writer.write(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+        await arrived.wait()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        try:
+            rest = await reader.read()
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b""                    # the stuck request was cut off, not answered
+        writer.close()
+    finally:
+        release.set()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
