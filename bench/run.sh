@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark script, each printing its figures side by side.
+# `make bench`: every benchmark script, each printing its figures side by side (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
@@ -11,8 +11,10 @@ echo
 echo "== 1 GiB up and down through the balancer (memory stays bounded) =="
 "$PY" bench/big_body.py
 
-if [[ -f bench/loadgen_vs_locust.py ]]; then
-  echo
-  echo "== load generator vs locust =="
-  "$PY" bench/loadgen_vs_locust.py
-fi
+echo
+echo "== load generator vs locust FastHttpUser (32 users, no wait) =="
+"$PY" bench/loadgen_vs_locust.py
+
+echo
+echo "== scaling policies in the simulator (five traces, every policy and the oracle) =="
+"$PY" -m policies.simulate
