@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from policies.base import Decision, Policy, PolicyError, Settings, Snapshot
 
 __all__ = ["Decision", "Policy", "PolicyError", "Settings", "Snapshot", "BUILTIN", "resolve", "make"]
 
 # name -> "module:factory"; each factory takes the settings mapping and returns a Policy.
-BUILTIN: dict[str, str] = {
+BUILTIN: Mapping[str, str] = MappingProxyType({
     "concurrency": "policies.concurrency:ConcurrencyPolicy",
     "rps": "policies.rps:RpsPolicy",
     "latency": "policies.latency:LatencyPolicy",
     "step": "policies.step:StepPolicy",
     "hpa": "policies.hpa:HpaPolicy",
-}
+})
 
 
 def resolve(name: str) -> Callable[..., Any]:

@@ -54,8 +54,8 @@ class Pool:
         self.retries_total = 0
         self.ejections_total = 0
         self.active_retries = 0
-        self.retired_requests: dict[int, int] = {}
-        self.unrouted_requests: dict[int, int] = {}   # status -> count, answered without a backend  # counts of removed backends, so totals never drop
+        self.retired_requests: dict[int, int] = {}    # status -> count of removed backends: totals never drop
+        self.unrouted_requests: dict[int, int] = {}   # status -> count, answered without a backend
 
     # --- membership ----------------------------------------------------------------------------
     def update(self, addresses: Iterable[str]) -> None:
