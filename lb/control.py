@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from lb.clock import Clock
 from lb.config import Config
@@ -28,44 +29,44 @@ MAX_BACKOFF_S = 30.0
 
 @dataclass
 class ReplicaStatus:
-    """What /status shows under `replicas`."""
+    """What /status shows under `replicas`; /metrics reads the same fields."""
 
     current: int | None = None
     desired: int | None = None
     last_decision: dict[str, Any] | None = None
     engine_ok: bool = True
-    errors: int = 0
+    errors: int = 0          # failed orchestrator calls, ever
+    decisions: int = 0
+    scaled_up: int = 0
+    scaled_down: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass
-class _Metrics:
-    registry: CollectorRegistry
-    current: Gauge = field(init=False)
-    desired: Gauge = field(init=False)
-    decisions: Counter = field(init=False)
-    scale_events: Counter = field(init=False)
-    errors: Counter = field(init=False)
+class ControlCollector(Collector):
+    """Read at scrape time from the loop's status, like the pool's and discovery's collectors."""
 
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.current = Gauge("lb_replicas_current", "Replicas the service is set to", registry=r)
-        self.desired = Gauge("lb_replicas_desired", "Replicas the policy wants, after clamping", registry=r)
-        self.decisions = Counter("lb_scale_decisions_total", "Decisions the control loop made", registry=r)
-        self.scale_events = Counter("lb_scale_events_total", "Times the service was scaled",
-                                    ["direction"], registry=r)
-        self.errors = Counter("lb_orchestrator_errors_total",
-                              "Failed calls to the orchestrator (Docker engine)", registry=r)
+    def __init__(self, status: ReplicaStatus) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.status
+        if s.current is not None:
+            yield GaugeMetricFamily("lb_replicas_current", "Replicas the service is set to", value=s.current)
+        if s.desired is not None:
+            yield GaugeMetricFamily("lb_replicas_desired", "Replicas the policy wants, after clamping",
+                                    value=s.desired)
+        yield CounterMetricFamily("lb_scale_decisions", "Decisions the control loop made", value=s.decisions)
+        events = CounterMetricFamily("lb_scale_events", "Times the service was scaled", labels=["direction"])
+        events.add_metric(["up"], s.scaled_up)
+        events.add_metric(["down"], s.scaled_down)
+        yield events
+        yield CounterMetricFamily("lb_orchestrator_errors", "Failed calls to the orchestrator (Docker engine)",
+                                  value=s.errors)
 
 
 class ControlLoop:
-    def install(self, balancer: Any) -> None:
-        """Hook into a Balancer: a background loop, /status `replicas`, and /metrics."""
-        balancer.background.append(self.run)
-        balancer.status_extra["replicas"] = self.status.as_json
-
     def __init__(self, config: Config, pool: Any, orchestrator: Orchestrator,
                  clock: Clock | None = None, registry: CollectorRegistry | None = None,
                  policy: Policy | None = None) -> None:
@@ -77,9 +78,17 @@ class ControlLoop:
         self.state = self.policy.initial_state()
         self.windows = SlidingWindows(config.stable_window, config.panic_window)
         self.status = ReplicaStatus()
-        self.metrics = _Metrics(registry or CollectorRegistry())
+        self.collector = ControlCollector(self.status)
+        if registry is not None:
+            registry.register(self.collector)
         self._started_at: float | None = None
         self._failures = 0
+
+    def install(self, balancer: Any) -> None:
+        """Hook into a Balancer: a background loop, /status `replicas`, and /metrics."""
+        balancer.registry.register(self.collector)
+        balancer.background.append(self.run)
+        balancer.status_extra["replicas"] = self.status.as_json
 
     async def run(self) -> None:
         """Tick until cancelled. Each tick is bounded; a failing engine only stretches the pauses."""
@@ -170,7 +179,6 @@ class ControlLoop:
         self._failures += 1
         self.status.engine_ok = False
         self.status.errors += 1
-        self.metrics.errors.inc()
         log.warning("orchestrator call failed", extra={
             "action": what, "error": str(exc), "consecutive_failures": self._failures,
             "next_try_s": round(self._pause(), 2)})
@@ -185,13 +193,13 @@ class ControlLoop:
         inputs = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(snapshot).items()}
         decision = {"at": round(self.clock.wall(), 3), "replicas": desired, "reason": reason,
                     "scaled": scaled, "inputs": inputs}
-        self.status.current, self.status.desired, self.status.last_decision = current, desired, decision
-        self.metrics.current.set(current)
-        self.metrics.desired.set(desired)
-        self.metrics.decisions.inc()
-        if scaled:
-            direction = "up" if desired > snapshot.replicas else "down"
-            self.metrics.scale_events.labels(direction).inc()
+        status = self.status
+        status.current, status.desired, status.last_decision = current, desired, decision
+        status.decisions += 1
+        if scaled and desired > snapshot.replicas:
+            status.scaled_up += 1
+        elif scaled:
+            status.scaled_down += 1
         log.info("scale decision", extra={
             "replicas": snapshot.replicas, "desired": desired, "scaled": scaled,
             "reason": reason, "inputs": inputs})

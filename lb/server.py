@@ -33,7 +33,6 @@ class Balancer:
                  orchestrator: Orchestrator | None = None) -> None:
         self.config = config
         self.clock = clock or Clock()
-        self.orchestrator = orchestrator
         self.log = logging.getLogger("lb")
         self.pool = Pool(self.clock, eject_after=config.eject_after, eject_base_s=config.eject_base,
                          retry_budget=config.retry_budget)
@@ -68,7 +67,7 @@ class Balancer:
         if self.config.swarm_mode:
             self.discovery = Discovery(self.config, self.pool, orchestrator, self.clock)
             self.discovery.install(self)
-        self.control = ControlLoop(self.config, self.pool, orchestrator, self.clock, self.registry)
+        self.control = ControlLoop(self.config, self.pool, orchestrator, self.clock)
         self.control.install(self)
 
     async def start(self) -> None:
