@@ -24,6 +24,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 docker = pytest.importorskip("docker")
+from tests.e2e.conftest import TEST_LABEL, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = "sse2e"
@@ -39,7 +40,6 @@ SETTINGS = {
     "LB_MAX_REPLICAS": "6",
     "WEB_LATENCY_MS": "100",
 }
-TEST_LABEL = "swarmscale.test"  # as in conftest: marks what a test created
 CLIENTS = 48  # 48 in flight / 8 per replica -> the policy asks for 6
 
 
@@ -118,16 +118,9 @@ def replicas_of(client, name: str) -> int:
     return client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
 
 
-async def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    """Poll a condition the engine exposes no event for, bounded in time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
+async def wait_for(predicate, timeout: float, what: str):
+    """conftest's bounded poll, on a thread: the engine calls block, the load must not."""
+    return await asyncio.to_thread(wait_until, predicate, timeout, what, 0.5)
 
 
 @dataclass
