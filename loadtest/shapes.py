@@ -31,17 +31,23 @@ class LoadTestShape:
 
 
 class _PureShape(LoadTestShape):
+    """A shape that runs until `end` seconds; subclasses set `end` and give the load before it in `_load(t)`."""
+
     abstract = True
+    end: float
 
     def tick(self) -> tuple[int, float] | None:
         return self.at(self.get_run_time())
 
     def at(self, t: float) -> tuple[int, float] | None:
+        return None if t >= self.end else self._load(t)
+
+    def _load(self, t: float) -> tuple[int, float]:
         raise NotImplementedError
 
     @property
     def total(self) -> float:
-        raise NotImplementedError
+        return self.end
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -63,13 +69,7 @@ class StepShape(_PureShape):
         self.low, self.high, self.start, self.length = int(low), int(high), start, length
         self.end, self.spawn_rate = end, spawn_rate
 
-    @property
-    def total(self) -> float:
-        return self.end
-
-    def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self.end:
-            return None
+    def _load(self, t: float) -> tuple[int, float]:
         users = self.high if self.start <= t < self.start + self.length else self.low
         return users, self.spawn_rate
 
@@ -93,13 +93,7 @@ class RampShape(_PureShape):
             raise ValueError("ramp needs low, high >= 0 and length, end > 0")
         self.low, self.high, self.length, self.end = int(low), int(high), length, end
 
-    @property
-    def total(self) -> float:
-        return self.end
-
-    def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self.end:
-            return None
+    def _load(self, t: float) -> tuple[int, float]:
         frac = min(t / self.length, 1.0)
         users = round(self.low + (self.high - self.low) * frac)
         # Twice the line's slope, so users track it within a tick; never slower than 1 user/s.
@@ -118,13 +112,7 @@ class DailySineShape(_PureShape):
             raise ValueError("sine needs 0 <= low <= high and period, end > 0")
         self.low, self.high, self.period, self.end = int(low), int(high), period, end
 
-    @property
-    def total(self) -> float:
-        return self.end
-
-    def at(self, t: float) -> tuple[int, float] | None:
-        if t >= self.end:
-            return None
+    def _load(self, t: float) -> tuple[int, float]:
         half = (self.high - self.low) / 2
         users = round(self.low + half * (1 - math.cos(2 * math.pi * t / self.period)))
         # The sine's steepest slope is pi*(high-low)/period users/s; spawn at twice that to keep up.
