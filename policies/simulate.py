@@ -25,7 +25,7 @@ import random
 import sys
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from policies import BUILTIN, Policy, PolicyError, Snapshot, make
 from policies.traces import Trace, bundled, from_csv
@@ -96,6 +96,18 @@ def _percentiles(histograms: Sequence[Counter], qs: Sequence[float]) -> list[flo
         else:
             out.append(float(keys[-1]))
     return out
+
+
+def _start(queue: deque[list[float]], free: float, tick: int) -> Iterator[tuple[float, float]]:
+    """Start up to `free` queued requests, oldest cohort first: (requests, ticks they waited) each."""
+    while queue and free > EPS:
+        cohort = queue[0]
+        take = min(cohort[1], free)
+        free -= take
+        cohort[1] -= take
+        if cohort[1] <= EPS:
+            queue.popleft()
+        yield take, tick - cohort[0]
 
 
 def simulate(trace: Trace, policy_name: str | Policy, model: Model, settings: Mapping[str, float]) -> Result:
@@ -188,22 +200,14 @@ def simulate(trace: Trace, policy_name: str | Policy, model: Model, settings: Ma
             queue.append([i, arrivals])
             queued += arrivals
         in_service -= running.popleft()  # those started k ticks ago are done
-        free = ready * model.slots - in_service
         started = 0.0
-        while queue and free > EPS:
-            cohort = queue[0]
-            take = min(cohort[1], free)
-            wait = i - cohort[0]
+        for take, wait in _start(queue, ready * model.slots - in_service, i):
             latency = wait * dt * 1000.0 + service_ms
             this_second[round(latency)] += take
             latency_sum += take * latency
             if wait > slo_ticks + EPS:
                 late += take
             started += take
-            free -= take
-            cohort[1] -= take
-            if cohort[1] <= EPS:
-                queue.popleft()
         queued = max(0.0, queued - started)
         running.append(started)
         in_service += started
@@ -216,32 +220,23 @@ def simulate(trace: Trace, policy_name: str | Policy, model: Model, settings: Ma
     capacity = ready * model.slots
     i = ticks
     while queue:
-        cohort = queue[0]
         if capacity <= EPS:
             late += sum(c for _, c in queue)
             break
-        free = capacity
-        while queue and free > EPS:
-            cohort = queue[0]
-            take = min(cohort[1], free)
-            if i - cohort[0] > slo_ticks + EPS:
+        for take, wait in _start(queue, capacity, i):
+            if wait > slo_ticks + EPS:
                 late += take
-            latency_sum += take * ((i - cohort[0]) * dt * 1000.0 + service_ms)
-            free -= take
-            cohort[1] -= take
-            if cohort[1] <= EPS:
-                queue.popleft()
+            latency_sum += take * (wait * dt * 1000.0 + service_ms)
         i += 1
-    queued = 0.0
     duration = ticks * dt
     return Result(
         policy=policy_name, trace=trace.name,
         slo_violation_pct=100.0 * late / arrived if arrived > EPS else 0.0,
         replica_seconds=replica_seconds,
-        time_to_capacity_s=time_to_capacity if trace.step_at is not None else None,
+        time_to_capacity_s=time_to_capacity,
         scale_events=scale_events, series=series, requests=arrived,
         mean_inflight=inflight_integral / duration if duration else 0.0,
-        mean_latency_ms=latency_sum / (arrived - queued) if arrived - queued > EPS else 0.0,
+        mean_latency_ms=latency_sum / arrived if arrived > EPS else 0.0,
     )
 
 
