@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import httptools
@@ -238,7 +238,7 @@ class HttpSession:
             headers = {**(headers or {}), "Content-Type": "application/json"}
         elif isinstance(data, str):
             data = data.encode()
-        resp = Response(self.base_url + path)
+        resp = (CaughtResponse if catch_response else Response)(self.base_url + path)
         start = time.perf_counter()
         try:
             await self._send(method, path, headers, data, resp, timeout if timeout is not None else self.timeout)
@@ -307,6 +307,10 @@ class CaughtResponse(Response):
 
     __slots__ = ("_outcome",)
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._outcome: BaseException | str | None = None
+
     def success(self) -> None:
         self._outcome = "success"
 
@@ -322,13 +326,9 @@ class _CatchResponse:
         self.resp: CaughtResponse | None = None
 
     async def __aenter__(self) -> CaughtResponse:
-        plain = await self.session.request(self.method, self.path, **self.kw)
-        resp = CaughtResponse(plain.url)
-        for attr in Response.__slots__:
-            setattr(resp, attr, getattr(plain, attr))
-        resp._outcome = None
-        self.resp = resp
-        return resp
+        # request() built a CaughtResponse: catch_response is in kw.
+        self.resp = cast(CaughtResponse, await self.session.request(self.method, self.path, **self.kw))
+        return self.resp
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         resp = self.resp
@@ -337,12 +337,9 @@ class _CatchResponse:
         stats = self.session.stats
         stats.log_request(meta["method"], meta["name"], meta["response_time"], meta["length"])
         outcome = resp._outcome
-        if exc is not None and not isinstance(exc, ResponseError):
-            stats.log_error(meta["method"], meta["name"], exc)
-            return False
         if exc is not None:
             stats.log_error(meta["method"], meta["name"], exc)
-            return True  # locust swallows ResponseError raised inside the block after recording it
+            return isinstance(exc, ResponseError)  # locust swallows a ResponseError after recording it
         if outcome == "success":
             return False
         if outcome is not None:
