@@ -105,10 +105,6 @@ class HttpUser:
     def on_stop(self) -> Any:
         """Called once when the user stops (may be async)."""
 
-    def pick_task(self) -> Callable[..., Any]:
-        pool = self._task_pool
-        return pool[int(self.random.random() * len(pool))]
-
     def wait_seconds(self) -> float:
         # A class attribute `wait_time = between(1, 2)` is a plain function, so it arrives bound to the user.
         return self.wait_time()  # type: ignore[call-arg]
