@@ -250,6 +250,9 @@ class Exchange:
             return
         if self.rechunk:
             data = b"%x\r\n%b\r\n" % (len(data), data)
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         out = self.head_out
         if out is None:
             self.client.transport.write(data)
@@ -259,6 +262,7 @@ class Exchange:
             self.client.transport.write(b"".join(out))
 
     def response_complete(self) -> None:
+        """The response ended: at its framed end, or (close-delimited) when the backend closed."""
         if self.finished or not self.response_started or self.status == 101:
             return
         if self.rechunk:
@@ -268,16 +272,8 @@ class Exchange:
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.release(self.request_done and self.upstream_keep_alive and not self.close_delimited)
-        # _end and _done, inlined: this runs once per request.
-        backend = self.backend
-        if backend is not None:
-            self.backend = None
-            self.client.proxy.pool.end(backend, self.started, self.status, False)
-        if self.retrying:
-            self.retrying = False
-            self.client.proxy.pool.retry_done()
-        self.finished = True
-        self.client.exchange_done(self, self.close_after)
+        self._end(self.status, failed=False)
+        self._done(self.close_after)
 
     def upstream_upgraded(self, rest: bytes) -> None:
         """The backend switched protocols: from now on bytes flow both ways untouched."""
@@ -311,7 +307,7 @@ class Exchange:
         if self.response_started:
             if self.close_delimited:    # the close was the end of the body
                 self.close_after = self.close_after or not self.rechunk
-                self.response_complete_closed()
+                self.response_complete()
             else:                       # truncated mid-response: the client must see it too
                 self.flush_head()
                 self._end(self.status, failed=True)
@@ -333,23 +329,6 @@ class Exchange:
             pool.unrouted(502)
         self._end(502, failed=True)
         self.respond_error(502)
-
-    def response_complete_closed(self) -> None:
-        if self.rechunk:
-            self._write(b"0\r\n\r\n")
-        else:
-            self.flush_head()
-        self._end(self.status, failed=False)
-        self._done(self.close_after)
-
-    def _write(self, data: bytes) -> None:
-        out = self.head_out
-        if out is None:
-            self.client.transport.write(data)
-        else:
-            self.head_out = None
-            out.append(data)
-            self.client.transport.write(b"".join(out))
 
     # --- ending --------------------------------------------------------------------------------
     def _end(self, status: int, failed: bool) -> None:
