@@ -168,14 +168,9 @@ def simulate(trace: Trace, policy_name: str | Policy, model: Model, settings: Ma
                 peak = max(rates[i:i + lookahead + 1])
                 wanted = needed(peak, model, target)
             else:
-                averages = windows.averages(now)
                 p50, p95, p99 = _percentiles(latency_by_second, (0.5, 0.95, 0.99))
                 snapshot = Snapshot(now=now, replicas=replicas, ready_replicas=ready,
-                                    stable_inflight=averages.stable_inflight,
-                                    panic_inflight=averages.panic_inflight,
-                                    stable_rps=averages.stable_rps, panic_rps=averages.panic_rps,
-                                    p50_ms=p50, p95_ms=p95, p99_ms=p99,
-                                    stable_coverage_s=averages.stable_coverage_s)
+                                    p50_ms=p50, p95_ms=p95, p99_ms=p99, **vars(windows.averages(now)))
                 decision, state = policy.decide(snapshot, state)
                 wanted = int(decision.replicas)
             wanted = min(max(wanted, model.min_replicas), model.max_replicas)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class WindowAverages:
+    """The window fields of a Snapshot, named alike: `Snapshot(..., **vars(averages))`."""
+
     stable_inflight: float | None   # average total in-flight requests over the stable window
     panic_inflight: float | None    # ... over the panic window
     stable_rps: float | None        # completed requests per second over the stable window
