@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lb.proxy.headers import RequestHead, error_response, rewrite_response
-from lb.proxy.upstream import UpstreamConnection, take_idle
+from lb.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from lb.collect.backend import Backend
@@ -110,12 +110,9 @@ class Exchange:
         self.started = pool.begin(backend)
         if not self.req.has_body or self.request_done:
             self.sent_at = self.started
-        idle = backend.idle
-        conn = idle.pop() if idle else None
-        if conn is not None and conn.closed:
-            conn = take_idle(backend)
-        if conn is not None:
-            self.attach(conn)
+        idle = backend.idle   # LIFO keeps the pool small and warm; closing takes a connection out
+        if idle:
+            self.attach(idle.pop())
         else:
             client.proxy.loop.create_task(self._connect(backend))
 
@@ -279,7 +276,7 @@ class Exchange:
         """The backend switched protocols: from now on bytes flow both ways untouched."""
         conn = self.upstream
         if conn is None or self.status != 101:
-            self.upstream_broken("upgrade without 101")
+            self.upstream_broken()
             return
         client = self.client
         self._end(101, failed=False)
@@ -291,7 +288,7 @@ class Exchange:
             client.transport.write(rest)
         client.start_tunnel(conn, self.tunnel_data)
 
-    def upstream_broken(self, why: str) -> None:
+    def upstream_broken(self) -> None:
         conn = self.upstream
         if conn is not None:
             conn.close()

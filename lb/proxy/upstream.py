@@ -80,9 +80,9 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserUpgrade as upgrade:
             self.chunk = None
             exchange.upstream_upgraded(data[upgrade.args[0]:])
-        except HttpParserError as exc:
+        except HttpParserError:
             self.chunk = None
-            exchange.upstream_broken(f"bad response: {exc}")
+            exchange.upstream_broken()
         if self.reset_parser:
             self.reset_parser = False
             self.parser = HttpResponseParser(self)
@@ -178,13 +178,3 @@ def close_stale(backend: "Backend", now: float, idle_s: float = IDLE_S) -> None:
             conn.idle_from = now
         elif now - conn.idle_from >= idle_s:
             conn.close()
-
-
-def take_idle(backend: "Backend") -> UpstreamConnection | None:
-    """The most recently used idle connection (LIFO keeps the pool small and warm)."""
-    idle = backend.idle
-    while idle:
-        conn = idle.pop()
-        if not conn.closed:
-            return conn
-    return None
