@@ -48,9 +48,6 @@ class SlidingWindows:
         while len(self._samples) >= 2 and self._samples[1][0] <= horizon:
             self._samples.popleft()
 
-    def clear(self) -> None:
-        self._samples.clear()
-
     def averages(self, now: float) -> WindowAverages:
         """Averages for windows ending at the latest sample at or before `now`."""
         samples = [s for s in self._samples if s[0] <= now]

@@ -1,5 +1,7 @@
 """SlidingWindows: averages from cumulative counters, checked by hand."""
 
+from dataclasses import astuple
+
 import pytest
 
 from policies.windows import SlidingWindows, WindowAverages
@@ -32,11 +34,7 @@ def steady(concurrency, rps, seconds, start=0.0):
 def test_averages(name, samples, now, expected):
     windows = SlidingWindows(60, 6)
     feed(windows, samples)
-    assert _as_tuple(windows.averages(now)) == pytest.approx(_as_tuple(expected))
-
-
-def _as_tuple(a):
-    return (a.stable_inflight, a.panic_inflight, a.stable_rps, a.panic_rps, a.stable_coverage_s)
+    assert astuple(windows.averages(now)) == pytest.approx(astuple(expected))
 
 
 def test_sparse_samples_are_interpolated_to_the_exact_window():
