@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from lb.proxy.headers import RequestHead, error_response, rewrite_response
+from lb.proxy.headers import REASONS, RequestHead, error_response, rewrite_response
 from lb.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -21,8 +21,6 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 REPLAY_MAX = 64 * 1024       # request bodies up to this size are kept so the request can be retried
 BUFFER_MAX = 256 * 1024      # body buffered while no backend is connected; past it, stop reading
 MAX_ATTEMPTS = 3
-_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large", 502: b"Bad Gateway",
-            503: b"Service Unavailable", 504: b"Gateway Timeout"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -341,7 +339,7 @@ class Exchange:
         if self.finished:
             return
         close = not self.keep_alive or (self.req.has_body and not self.request_done) or self.req.upgrade
-        self.client.transport.write(error_response(status, _REASONS[status], close,
+        self.client.transport.write(error_response(status, REASONS[status], close,
                                                    retry_after=1 if status == 503 else None))
         self._done(close)
 

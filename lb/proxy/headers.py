@@ -129,6 +129,11 @@ def rewrite_response(head: bytes) -> tuple[bytes, bool, bool, bytes | None]:
     return head, length, chunked, upgrade_to
 
 
+# The statuses the proxy answers by itself.
+REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large", 502: b"Bad Gateway",
+           503: b"Service Unavailable", 504: b"Gateway Timeout"}
+
+
 def error_response(status: int, reason: bytes, close: bool, retry_after: int | None = None) -> bytes:
     body = b"%d %s\n" % (status, reason)
     extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""

@@ -16,7 +16,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from lb.collect.pool import Pool
 from lb.clock import Clock
 from lb.proxy.exchange import Exchange
-from lb.proxy.headers import build_request, error_response
+from lb.proxy.headers import REASONS, build_request, error_response
 from lb.proxy.upstream import IDLE_S, WRITE_HIGH, WRITE_LOW, UpstreamConnection, close_stale
 
 PAUSE_BODY = 1        # a body is buffered while no backend is connected, or the queue is long
@@ -270,8 +270,7 @@ class ClientConnection(asyncio.Protocol):
             self._send_error(status)
 
     def _send_error(self, status: int) -> None:
-        reason = b"Request Header Fields Too Large" if status == 431 else b"Bad Request"
-        self.transport.write(error_response(status, reason, close=True))
+        self.transport.write(error_response(status, REASONS[status], close=True))
         self.close()
 
     def start_tunnel(self, upstream: UpstreamConnection, early: bytes) -> None:
