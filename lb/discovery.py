@@ -161,7 +161,6 @@ class DnsDiscovery(Orchestrator):
         self.config = config
         self.clock = clock or Clock()
         self.host = f"tasks.{config.service}"
-        self._last: list[BackendInfo] = []
 
     async def running_backends(self) -> list[BackendInfo]:
         loop = asyncio.get_running_loop()
@@ -174,8 +173,7 @@ class DnsDiscovery(Orchestrator):
         except OSError as exc:
             raise OrchestratorError(f"DNS lookup of {self.host} failed: {exc}") from None
         hosts = sorted({info[4][0] for info in infos})
-        self._last = [BackendInfo(f"[{h}]:{port}" if ":" in h else f"{h}:{port}") for h in hosts]
-        return list(self._last)
+        return [BackendInfo(f"[{h}]:{port}" if ":" in h else f"{h}:{port}") for h in hosts]
 
     async def current_replicas(self) -> int:
         return len(await self.running_backends())
