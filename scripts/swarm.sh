@@ -68,8 +68,7 @@ explain_failure() {
 }
 
 up() {
-    bash scripts/engine.sh ensure
-    image
+    image   # ensures the engine and the Swarm first
     # A tag per image content: re-deploying after a rebuild rolls the services onto the new image
     # (the same `:dev` tag would leave the spec unchanged and the old containers running).
     local lb_id web_id
