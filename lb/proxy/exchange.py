@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lb.proxy.headers import REASONS, RequestHead, error_response, rewrite_response
-from lb.proxy.upstream import UpstreamConnection
+from lb.proxy.upstream import PAUSE_BODY, UpstreamConnection
 
 if TYPE_CHECKING:
     from lb.collect.backend import Backend
@@ -89,7 +89,7 @@ class Exchange:
             if self.body_bytes > REPLAY_MAX:
                 self.replay = False
             if self.body_bytes > BUFFER_MAX:
-                self.client.pause(1)
+                self.client.pause(PAUSE_BODY)
 
     # --- choosing a backend --------------------------------------------------------------------
     def start(self) -> None:
@@ -156,7 +156,7 @@ class Exchange:
             conn.transport.writelines([head, *self.body])  # type: ignore[union-attr]
             if not self.replay:
                 self.body = []
-            client.resume(1)
+            client.resume(PAUSE_BODY)
         else:
             conn.transport.write(head)  # type: ignore[union-attr]
         if client.write_paused:

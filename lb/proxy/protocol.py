@@ -17,10 +17,9 @@ from lb.collect.pool import Pool
 from lb.clock import Clock
 from lb.proxy.exchange import Exchange
 from lb.proxy.headers import REASONS, build_request, error_response
-from lb.proxy.upstream import IDLE_S, WRITE_HIGH, WRITE_LOW, UpstreamConnection, close_stale
+from lb.proxy.upstream import (IDLE_S, PAUSE_BODY, PAUSE_UPSTREAM, WRITE_HIGH, WRITE_LOW, UpstreamConnection,
+                               close_stale)
 
-PAUSE_BODY = 1        # a body is buffered while no backend is connected, or the queue is long
-PAUSE_UPSTREAM = 2    # the backend's socket buffer is full
 MAX_QUEUED = 32       # pipelined requests parsed ahead of the one in progress
 
 

@@ -21,6 +21,9 @@ WRITE_LOW = 64 * 1024
 # Idle pooled connections are closed after this long: sooner than common backends' own keep-alive
 # timeouts (uvicorn and Node 5 s), so a request rarely meets a connection the backend is closing.
 IDLE_S = 4.0
+# Why a client connection stopped reading (ClientConnection.pause/resume; or-ed together).
+PAUSE_BODY = 1        # a body is buffered while no backend is connected, or the queue is long
+PAUSE_UPSTREAM = 2    # the backend's socket buffer is full
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -101,12 +104,12 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         client = self.tunnel if self.tunnel is not None else self.exchange.client if self.exchange else None
         if client is not None:
-            client.pause(2)
+            client.pause(PAUSE_UPSTREAM)
 
     def resume_writing(self) -> None:
         client = self.tunnel if self.tunnel is not None else self.exchange.client if self.exchange else None
         if client is not None:
-            client.resume(2)
+            client.resume(PAUSE_UPSTREAM)
 
     # --- llhttp callbacks, handed to the exchange ----------------------------------------------
     def on_headers_complete(self) -> None:
