@@ -30,7 +30,7 @@ class Short(LoadTestShape):
 '''
 
 
-async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(tmp_path: Path) -> None:
+async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(backend_factory, tmp_path: Path) -> None:
     seen = {"n": 0}
 
     async def handle(_: web.Request) -> web.Response:
@@ -39,22 +39,15 @@ async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(tmp_pa
 
     app = web.Application()
     app.router.add_get("/hello", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    backend = await backend_factory(app=app)
     scenario = tmp_path / "locustfile.py"
     scenario.write_text(SCENARIO)
     prefix = tmp_path / "out" / "run"
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loadtest", "-f", str(scenario), "-H", f"http://127.0.0.1:{port}",
-            "--headless", "-t", "20s", "--csv", str(prefix), "--plot", str(tmp_path / "out" / "run.png"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    finally:
-        await runner.cleanup()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest", "-f", str(scenario), "-H", f"http://{backend.address}",
+        "--headless", "-t", "20s", "--csv", str(prefix), "--plot", str(tmp_path / "out" / "run.png"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     text = out.decode()
     assert "users=3" in text and "Aggregated" in text

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from loadtest import HttpUser, ResponseError, StopUser, constant, task
-from loadtest.runner import LB_COLUMNS, RunOptions, run
+from loadtest.runner import LB_COLUMNS, RunOptions, RunResult, run
 from loadtest.stats import FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,18 +50,21 @@ class Server:
 
 
 @pytest.fixture
-async def server():
+async def server(backend_factory) -> Server:
     srv = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    srv.url = f"http://127.0.0.1:{port}"
-    yield srv
-    await runner.cleanup()
+    srv.url = "http://" + (await backend_factory(srv.handle)).address
+    return srv
+
+
+async def run_raw(handle, user: type[HttpUser], **opts) -> RunResult:
+    """Run `user` against a bare asyncio server whose connections `handle` serves."""
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        return await run([user], RunOptions(host=f"http://127.0.0.1:{port}", run_time=30, progress=None,
+                                            **opts))
+    finally:
+        srv.close()
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -198,7 +201,7 @@ class Steady(HttpUser):
         await self.client.get("/")
 
 
-async def test_lb_status_columns_and_plot(server: Server, tmp_path: Path) -> None:
+async def test_lb_status_columns_and_plot(server: Server, backend_factory, tmp_path: Path) -> None:
     """The balancer's /status is sampled into columns after locust's, and the plot is a real image."""
     calls = {"n": 0}
 
@@ -214,19 +217,12 @@ async def test_lb_status_columns_and_plot(server: Server, tmp_path: Path) -> Non
 
     app = web.Application()
     app.router.add_get("/status", status)
-    admin = web.AppRunner(app, access_log=None)
-    await admin.setup()
-    site = web.TCPSite(admin, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    admin = await backend_factory(app=app)
     prefix = str(tmp_path / "lb")
     png = tmp_path / "run.png"
-    try:
-        await run([Steady], RunOptions(host=server.url, users=2, spawn_rate=100, run_time=1.5, tick_interval=0.25,
-                                       csv_prefix=prefix, lb_admin=f"http://127.0.0.1:{port}", plot=str(png),
-                                       progress=None))
-    finally:
-        await admin.cleanup()
+    await run([Steady], RunOptions(host=server.url, users=2, spawn_rate=100, run_time=1.5, tick_interval=0.25,
+                                   csv_prefix=prefix, lb_admin=f"http://{admin.address}", plot=str(png),
+                                   progress=None))
 
     header, hist = read_csv(Path(prefix + "_stats_history.csv"))
     assert tuple(header) == LOCUST_HISTORY + LB_COLUMNS
@@ -286,13 +282,7 @@ async def test_a_reused_connection_closed_by_the_server_is_retried_only_when_ide
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
 
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
-        result = await run([user], RunOptions(host=f"http://127.0.0.1:{port}", users=1, spawn_rate=10,
-                                              run_time=30, progress=None))
-    finally:
-        srv.close()
+    result = await run_raw(handle, user, users=1, spawn_rate=10)
     assert result.stats.num_requests == 2
     assert result.stats.num_failures == failures
     assert arrivals["n"] == 3 - failures  # the GET was sent again on a fresh connection; the POST was not
@@ -361,13 +351,7 @@ async def test_a_body_delimited_by_close_is_read_whole() -> None:
         writer.write(b"close")
         writer.close()
 
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
-        result = await run([Once], RunOptions(host=f"http://127.0.0.1:{port}", users=2, spawn_rate=100,
-                                              run_time=30, progress=None))
-    finally:
-        srv.close()
+    result = await run_raw(handle, Once, users=2, spawn_rate=100)
     assert (result.stats.num_requests, result.stats.num_failures) == (2, 0)
     assert not result.stats.exceptions
 
@@ -377,13 +361,7 @@ async def test_a_request_with_no_answer_fails_after_the_timeout() -> None:
         await reader.read()  # never answers; returns when the client gives up and closes
         writer.close()
 
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    try:
-        result = await run([Refused], RunOptions(host=f"http://127.0.0.1:{port}", users=2, spawn_rate=100,
-                                                 run_time=30, timeout=0.2, progress=None))
-    finally:
-        srv.close()
+    result = await run_raw(handle, Refused, users=2, spawn_rate=100, timeout=0.2)
     assert (result.stats.num_requests, result.stats.num_failures) == (2, 2)
     [(_, _, error)] = result.stats.errors
     assert error == "TimeoutError('request timed out')"
