@@ -77,23 +77,24 @@ class Pool:
         for backend in self.backends:
             if backend.address not in keep and backend.state != DRAINING:
                 backend.state = DRAINING
-        self._reap()
-        self._refresh(now)
+        self._reap(now)
 
     def _typical_latency(self) -> float:
         serving = [b.ewma for b in self.backends if b.serving]
         return sum(serving) / len(serving) if serving else 0.001
 
-    def _reap(self) -> None:
+    def _reap(self, now: float) -> None:
+        """Remove drained backends (closing their idle connections), then recompute who serves."""
         for backend in [b for b in self.backends if b.state == DRAINING and b.inflight == 0]:
             self.backends.remove(backend)
             del self._by_address[backend.address]
             backend.retired = True
             for code, n in backend.requests.items():
                 self.retired_requests[code] = self.retired_requests.get(code, 0) + n
-            for conn in backend.idle:
+            idle, backend.idle = backend.idle, []   # close() takes a connection out of backend.idle
+            for conn in idle:
                 conn.close()
-            backend.idle.clear()
+        self._refresh(now)
 
     def _refresh(self, now: float) -> None:
         """Recompute who serves: ejections that ended, slow starts that finished."""
@@ -120,7 +121,7 @@ class Pool:
 
     def ready_count(self) -> int:
         """Backends receiving traffic (active or in slow start)."""
-        return sum(1 for b in self.backends if b.serving)
+        return len(self._serving)
 
     # --- picking -------------------------------------------------------------------------------
     def pick(self, exclude: tuple[Backend, ...] = ()) -> Backend | None:
@@ -185,8 +186,7 @@ class Pool:
             if backend.consecutive_failures:
                 backend.consecutive_failures = 0
         if backend.state == DRAINING and backend.inflight == 0:
-            self._reap()
-            self._refresh(now)
+            self._reap(now)
 
     def failure(self, backend: Backend, now: float | None = None) -> None:
         """A connect failure, a reset or a timeout (or a gateway error the backend returned)."""
@@ -194,8 +194,7 @@ class Pool:
         backend.errors += 1
         backend.consecutive_failures += 1
         if backend.consecutive_failures >= self.eject_after and backend.serving:
-            others = sum(1 for b in self.backends if b.serving and b is not backend)
-            if others:   # never eject the last serving backend
+            if len(self._serving) > 1:   # never eject the last serving backend
                 backend.state = EJECTED
                 backend.ejected_until = now + self.eject_base_s * 2 ** min(backend.ejections, _MAX_EJECT_DOUBLINGS)
                 backend.ejections += 1
@@ -214,8 +213,7 @@ class Pool:
         if failed:
             self.failure(backend, now)
         if backend.state == DRAINING and backend.inflight == 0:
-            self._reap()
-            self._refresh(now)
+            self._reap(now)
 
     def unrouted(self, status: int) -> None:
         """A request answered by the proxy alone (no backend left to try): still a request."""
