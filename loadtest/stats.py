@@ -116,11 +116,6 @@ class StatsEntry:
         for k, v in other.response_times.items():
             self.response_times[k] = self.response_times.get(k, 0) + v
 
-    def copy(self) -> "StatsEntry":
-        dup = StatsEntry(self.method, self.name)
-        dup.extend(self)
-        return dup
-
     @property
     def avg_response_time(self) -> float:
         return self.total_response_time / self.num_requests if self.num_requests else 0.0
