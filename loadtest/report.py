@@ -93,8 +93,7 @@ def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | Non
     first, last = (during[0], during[-1]) if during else (None, None)
     # The step ends where the first row after it starts (rows are about a second apart).
     load_start = times[first] if first is not None else None
-    load_end = times[last + 1] if last is not None and last + 1 < len(rows) else (
-        times[last] if last is not None else None)
+    load_end = times[min(last + 1, len(rows) - 1)] if last is not None else None
 
     def phase_p95(idx: range) -> float | None:
         return _median([p for p in (p95[i] for i in idx) if p is not None])
