@@ -113,9 +113,7 @@ def rewrite_response(head: bytes) -> tuple[bytes, bool, bool, bytes | None]:
         if name == b"transfer-encoding":
             chunked = chunked or b"chunked" in value
         elif name == b"connection":
-            value = value.strip()
-            if value not in _PLAIN_CONNECTION:
-                named = named | _named_by_connection(value)
+            named = named | _named_by_connection(value.strip())
         elif name == b"upgrade":
             found = re.search(rb"(?i)\r\nupgrade:[ \t]*([^\r\n]*?)[ \t]*(?:\r\n|$)", head)
             upgrade_to = found.group(1) if found else None
