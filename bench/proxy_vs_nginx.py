@@ -19,35 +19,30 @@ import tempfile
 import time
 from pathlib import Path
 
-BACKEND_CONF = """
+# One worker, in the foreground, everything under the temporary directory; `{server}` is the rest.
+NGINX_CONF = """
 worker_processes 1;
 daemon off;
-pid {dir}/backend.pid;
-error_log {dir}/backend-error.log warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
     client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
     uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
+{server}
+}}
+"""
+
+BACKEND_SERVER = """
     server {{
         listen 127.0.0.1:{port};
         location / {{ default_type text/plain; return 200 "hello, world\\n"; }}
     }}
-}}
 """
 
-PROXY_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/proxy.pid;
-error_log {dir}/proxy-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
-    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
+PROXY_SERVER = """
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
     server {{
         listen 127.0.0.1:{port};
@@ -60,7 +55,6 @@ http {{
             proxy_set_header X-Forwarded-Host $host;
         }}
     }}
-}}
 """
 
 
@@ -90,9 +84,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def nginx(conf: str, workdir: Path, name: str) -> subprocess.Popen:
+def nginx(server: str, workdir: Path, name: str) -> subprocess.Popen:
     path = workdir / f"{name}.conf"
-    path.write_text(conf)
+    path.write_text(NGINX_CONF.format(dir=workdir, name=name, server=server))
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     return subprocess.Popen([binary, "-p", str(workdir), "-c", str(path), "-g", "user root;"]
                             if os.geteuid() == 0 else [binary, "-p", str(workdir), "-c", str(path)])
@@ -128,8 +122,8 @@ def main() -> int:
         workdir = Path(tmp)
         backend, nginx_port, lb_port = free_port(), free_port(), free_port()
         try:
-            procs.append(nginx(BACKEND_CONF.format(dir=tmp, port=backend), workdir, "backend"))
-            procs.append(nginx(PROXY_CONF.format(dir=tmp, port=nginx_port, backend=backend), workdir, "proxy"))
+            procs.append(nginx(BACKEND_SERVER.format(port=backend), workdir, "backend"))
+            procs.append(nginx(PROXY_SERVER.format(port=nginx_port, backend=backend), workdir, "proxy"))
             env = dict(os.environ, LB_LISTEN=f"127.0.0.1:{lb_port}", LB_ADMIN_LISTEN="127.0.0.1:0",
                        LB_BACKENDS=f"127.0.0.1:{backend}", LB_LOG_LEVEL="warning")
             procs.append(subprocess.Popen([sys.executable, "-m", "lb"], cwd=repo, env=env))
