@@ -105,10 +105,6 @@ class HttpUser:
     def on_stop(self) -> Any:
         """Called once when the user stops (may be async)."""
 
-    def wait_seconds(self) -> float:
-        # A class attribute `wait_time = between(1, 2)` is a plain function, so it arrives bound to the user.
-        return self.wait_time()  # type: ignore[call-arg]
-
 
 def _collect_tasks(cls: type) -> tuple[Callable[..., Any], ...]:
     """Expand tasks by weight into one tuple, so picking is one random index (locust does the same). Every
@@ -169,7 +165,8 @@ async def run_user(user: HttpUser, state: dict[str, Any]) -> None:
             if state.get("stopping"):
                 break
             state["phase"] = "wait"
-            wait = user.wait_seconds()
+            # A class attribute `wait_time = between(1, 2)` is a plain function, so it arrives bound to the user.
+            wait = user.wait_time()  # type: ignore[call-arg]
             if wait > 0:
                 await asyncio.sleep(wait)
             else:
