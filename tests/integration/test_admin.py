@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
+from lb.config import Config, HostPort
+from lb.server import Balancer
 from tests.integration.conftest import LOCAL
 
 
@@ -33,11 +37,7 @@ async def test_healthz_metrics_status(backend_factory, balancer_factory):
     assert status["replicas"] == {"desired": 3}
 
 
-async def test_background_loops_run_and_are_cancelled(balancer_factory):
-    from lb.config import Config, HostPort
-    from lb.server import Balancer
-    import asyncio
-
+async def test_background_loops_run_and_are_cancelled():
     started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def loop() -> None:
