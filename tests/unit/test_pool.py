@@ -140,3 +140,23 @@ def test_histogram_quantiles_are_close():
     assert p95 == pytest.approx(950, rel=0.05)
     assert p99 == pytest.approx(990, rel=0.05)
     assert h.prom_cumulative()[-1] == ("+Inf", 1000)
+
+
+def test_a_reaped_backend_closes_all_its_idle_connections():
+    class Conn:   # closing takes a connection out of its backend's idle list, as UpstreamConnection does
+        closed = False
+
+        def __init__(self, backend):
+            self.backend = backend
+
+        def close(self):
+            self.closed = True
+            if self in self.backend.idle:
+                self.backend.idle.remove(self)
+
+    pool, _ = make_pool(("a:1", "b:2"))
+    a = pool.get("a:1")
+    conns = [Conn(a) for _ in range(4)]
+    a.idle.extend(conns)
+    pool.update(["b:2"])
+    assert a.retired and all(c.closed for c in conns) and a.idle == []
