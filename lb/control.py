@@ -7,10 +7,9 @@ changes. Engine trouble never reaches the data path: the loop logs, counts, back
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Awaitable, Iterator, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -18,10 +17,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from lb.clock import Clock
 from lb.config import Config
 from lb.orchestrators.base import Orchestrator, OrchestratorError
+from lb.orchestrators.outage import Outage, bounded
 from policies import Policy, Snapshot, make
 from policies.windows import SlidingWindows
 
 log = logging.getLogger("lb.control")
+T = TypeVar("T")
 
 #: Longest pause between attempts while the engine keeps failing.
 MAX_BACKOFF_S = 30.0
@@ -29,29 +30,24 @@ MAX_BACKOFF_S = 30.0
 
 @dataclass
 class ReplicaStatus:
-    """What /status shows under `replicas`; /metrics reads the same fields."""
+    """What the loop last decided; /status (under `replicas`) and /metrics read it."""
 
     current: int | None = None
     desired: int | None = None
     last_decision: dict[str, Any] | None = None
-    engine_ok: bool = True
-    errors: int = 0          # failed orchestrator calls, ever
     decisions: int = 0
     scaled_up: int = 0
     scaled_down: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ControlCollector(Collector):
     """Read at scrape time from the loop's status, like the pool's and discovery's collectors."""
 
-    def __init__(self, status: ReplicaStatus) -> None:
-        self.status = status
+    def __init__(self, loop: "ControlLoop") -> None:
+        self.loop = loop
 
     def collect(self) -> Iterator[Metric]:
-        s = self.status
+        s = self.loop.status
         if s.current is not None:
             yield GaugeMetricFamily("lb_replicas_current", "Replicas the service is set to", value=s.current)
         if s.desired is not None:
@@ -63,7 +59,7 @@ class ControlCollector(Collector):
         events.add_metric(["down"], s.scaled_down)
         yield events
         yield CounterMetricFamily("lb_orchestrator_errors", "Failed calls to the orchestrator (Docker engine)",
-                                  value=s.errors)
+                                  value=self.loop.outage.errors_total)
 
 
 class ControlLoop:
@@ -78,17 +74,20 @@ class ControlLoop:
         self.state = self.policy.initial_state()
         self.windows = SlidingWindows(config.stable_window, config.panic_window)
         self.status = ReplicaStatus()
-        self.collector = ControlCollector(self.status)
+        self.outage = Outage(self.clock, config.scale_interval, MAX_BACKOFF_S, log, "orchestrator")
+        self.collector = ControlCollector(self)
         if registry is not None:
             registry.register(self.collector)
         self._started_at: float | None = None
-        self._failures = 0
 
     def install(self, balancer: Any) -> None:
         """Hook into a Balancer: a background loop, /status `replicas`, and /metrics."""
         balancer.registry.register(self.collector)
         balancer.background.append(self.run)
-        balancer.status_extra["replicas"] = self.status.as_json
+        balancer.status_extra["replicas"] = self.status_json
+
+    def status_json(self) -> dict[str, Any]:
+        return {**asdict(self.status), "engine_ok": self.outage.ok, "errors": self.outage.errors_total}
 
     async def run(self) -> None:
         """Tick until cancelled. Each tick is bounded; a failing engine only stretches the pauses."""
@@ -96,13 +95,8 @@ class ControlLoop:
             self._started_at = self.clock.now()
         self._sample()
         while True:
-            await self.clock.sleep(self._pause())
+            await self.clock.sleep(self.outage.pause())
             await self.tick()
-
-    def _pause(self) -> float:
-        if not self._failures:
-            return self.config.scale_interval
-        return min(self.config.scale_interval * 2 ** self._failures, MAX_BACKOFF_S)
 
     def _sample(self) -> float:
         now = self.clock.now()
@@ -117,7 +111,7 @@ class ControlLoop:
         try:
             current = await self._call(self.orchestrator.current_replicas())
         except OrchestratorError as exc:
-            self._failed("read replicas", exc)
+            self.outage.failed(exc, action="read replicas")
             return
 
         snapshot = self.snapshot(now, current)
@@ -131,28 +125,17 @@ class ControlLoop:
                 await self._call(self.orchestrator.scale(desired))
                 scaled = True
             except OrchestratorError as exc:
-                self._failed(f"scale to {desired}", exc)
+                self.outage.failed(exc, action=f"scale to {desired}")
                 self._record(snapshot, current, desired, reason, scaled=False)
                 return
-        self._recovered()
+        self.outage.recovered()
         self._record(snapshot, desired if scaled else current, desired, reason, scaled)
 
     def snapshot(self, now: float, replicas: int) -> Snapshot:
-        averages = self.windows.averages(now)
         p50, p95, p99 = self.pool.latency_quantiles(self.config.stable_window, (0.5, 0.95, 0.99))
-        return Snapshot(
-            now=now,
-            replicas=replicas,
-            ready_replicas=self.pool.ready_count(),
-            stable_inflight=averages.stable_inflight,
-            panic_inflight=averages.panic_inflight,
-            stable_rps=averages.stable_rps,
-            panic_rps=averages.panic_rps,
-            p50_ms=p50,
-            p95_ms=p95,
-            p99_ms=p99,
-            stable_coverage_s=averages.stable_coverage_s,
-        )
+        # WindowAverages' fields are named as the Snapshot's (as the simulator builds it too).
+        return Snapshot(now=now, replicas=replicas, ready_replicas=self.pool.ready_count(),
+                        p50_ms=p50, p95_ms=p95, p99_ms=p99, **vars(self.windows.averages(now)))
 
     def _clamp(self, wanted: int, current: int, now: float) -> tuple[int, str]:
         """Bounds and the start-up rule, whatever the policy said (a user's policy included)."""
@@ -168,26 +151,8 @@ class ControlLoop:
             desired, why = current, f"holding {current}: less than a stable window of data since start"
         return desired, why
 
-    async def _call(self, awaitable: Any) -> Any:
-        # The orchestrator has its own timeout; this one guards the loop against one that hangs.
-        try:
-            return await asyncio.wait_for(awaitable, self.config.docker_timeout * 2)
-        except asyncio.TimeoutError:
-            raise OrchestratorError("orchestrator call timed out") from None
-
-    def _failed(self, what: str, exc: Exception) -> None:
-        self._failures += 1
-        self.status.engine_ok = False
-        self.status.errors += 1
-        log.warning("orchestrator call failed", extra={
-            "action": what, "error": str(exc), "consecutive_failures": self._failures,
-            "next_try_s": round(self._pause(), 2)})
-
-    def _recovered(self) -> None:
-        if self._failures:
-            log.info("orchestrator reachable again", extra={"after_failures": self._failures})
-        self._failures = 0
-        self.status.engine_ok = True
+    async def _call(self, call: Awaitable[T]) -> T:
+        return await bounded(call, self.config.docker_timeout * 2, "orchestrator call")
 
     def _record(self, snapshot: Snapshot, current: int, desired: int, reason: str, scaled: bool) -> None:
         inputs = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(snapshot).items()}

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from lb.clock import Clock
 from lb.config import Config
 from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
+from lb.orchestrators.outage import Outage, bounded
 
 log = logging.getLogger("lb.discovery")
 
@@ -46,11 +47,8 @@ class Discovery:
         self.source = "dns" if isinstance(orchestrator, DnsDiscovery) else "engine"
         self.backends: list[str] | None = None   # last set handed to the pool; None before the first
         self.looks_total = 0
-        self.errors_total = 0
         self.changes_total = 0
-        self.failures = 0                  # consecutive, for the backoff
-        self.last_error = ""
-        self._outage_since: float | None = None
+        self.outage = Outage(self.clock, config.discovery_interval, MAX_BACKOFF_S, log, "discovery")
         self.collector = DiscoveryCollector(self)
         if registry is not None:
             registry.register(self.collector)
@@ -65,28 +63,19 @@ class Discovery:
         """Look, then wait, until cancelled."""
         while True:
             await self.refresh()
-            await self.clock.sleep(self.pause())
-
-    def pause(self) -> float:
-        interval = self.config.discovery_interval
-        if not self.failures:
-            return interval
-        return min(interval * 2 ** self.failures, max(MAX_BACKOFF_S, interval))
+            await self.clock.sleep(self.outage.pause())
 
     async def refresh(self) -> bool:
         """One look. True when it succeeded (whether or not the set changed)."""
         self.looks_total += 1
         try:
-            # The orchestrator bounds its own calls; this guards against one that does not.
-            found = await asyncio.wait_for(self.orchestrator.running_backends(),
-                                           self.config.docker_timeout * 4)
-        except asyncio.TimeoutError:
-            self._failed(OrchestratorError("listing the service's tasks timed out"))
-            return False
+            found = await bounded(self.orchestrator.running_backends(), self.config.docker_timeout * 4,
+                                  "listing the service's tasks")
         except OrchestratorError as exc:
-            self._failed(exc)
+            # Keep the last known backends: the tasks go on serving while the engine is away.
+            self.outage.failed(exc, backends=self.backends or [])
             return False
-        self._recovered()
+        self.outage.recovered()
         self._apply(found)
         return True
 
@@ -102,28 +91,11 @@ class Discovery:
             "removed": sorted(before - set(addresses)), "source": self.source})
         self.backends = addresses
 
-    def _failed(self, exc: Exception) -> None:
-        self.errors_total += 1
-        self.failures += 1
-        self.last_error = str(exc)
-        if self._outage_since is None:
-            self._outage_since = self.clock.now()
-            log.warning("discovery failing; keeping the last known backends", extra={
-                "error": self.last_error, "backends": self.backends or [], "retry_in_s": round(self.pause(), 2)})
-        else:
-            log.debug("discovery still failing", extra={"error": self.last_error, "failures": self.failures})
-
-    def _recovered(self) -> None:
-        if self._outage_since is not None:
-            log.info("discovery recovered", extra={
-                "failures": self.failures, "outage_s": round(self.clock.now() - self._outage_since, 3)})
-        self._outage_since = None
-        self.failures = 0
-
     def status(self) -> dict[str, Any]:
         """What /status shows under `discovery`."""
-        return {"source": self.source, "ok": self._outage_since is None, "backends": self.backends or [],
-                "errors": self.errors_total, "changes": self.changes_total, "last_error": self.last_error,
+        outage = self.outage
+        return {"source": self.source, "ok": outage.ok, "backends": self.backends or [],
+                "errors": outage.errors_total, "changes": self.changes_total, "last_error": outage.last_error,
                 "can_scale": self.orchestrator.can_scale}
 
 
@@ -136,10 +108,10 @@ class DiscoveryCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         d = self.discovery
         yield CounterMetricFamily("lb_discovery_errors", "Failed looks at the service's tasks "
-                                  "(engine unreachable, slow or refusing)", value=d.errors_total)
+                                  "(engine unreachable, slow or refusing)", value=d.outage.errors_total)
         yield CounterMetricFamily("lb_discovery_changes", "Times the set of backends changed", value=d.changes_total)
         yield GaugeMetricFamily("lb_discovery_up", "1 when the last look at the service's tasks succeeded",
-                                value=0 if d.failures else 1)
+                                value=0 if d.outage.failures else 1)
         yield GaugeMetricFamily("lb_discovery_backends", "Backends discovery last found",
                                 value=len(d.backends or ()))
         conflicts = getattr(d.orchestrator, "update_conflicts", None)
@@ -157,19 +129,16 @@ class DnsDiscovery(Orchestrator):
 
     can_scale = False
 
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.clock = clock or Clock()
         self.host = f"tasks.{config.service}"
 
     async def running_backends(self) -> list[BackendInfo]:
         loop = asyncio.get_running_loop()
         port = self.config.backend_port
         try:
-            infos = await asyncio.wait_for(loop.getaddrinfo(self.host, port, type=socket.SOCK_STREAM),
-                                           self.config.docker_timeout)
-        except asyncio.TimeoutError:
-            raise OrchestratorError(f"DNS lookup of {self.host} timed out") from None
+            infos = await bounded(loop.getaddrinfo(self.host, port, type=socket.SOCK_STREAM),
+                                  self.config.docker_timeout, f"DNS lookup of {self.host}")
         except OSError as exc:
             raise OrchestratorError(f"DNS lookup of {self.host} failed: {exc}") from None
         hosts = sorted({info[4][0] for info in infos})
@@ -203,13 +172,13 @@ def engine_socket_problem(docker_host: str) -> str | None:
     return None
 
 
-def choose_orchestrator(config: Config, clock: Clock | None = None) -> Orchestrator:
+def choose_orchestrator(config: Config) -> Orchestrator:
     """The Swarm orchestrator when the engine's socket is there; DNS discovery (no scaling) otherwise."""
     problem = engine_socket_problem(config.docker_host)
     if problem is None:
         from lb.orchestrators.swarm import SwarmOrchestrator   # imports `docker` only when needed
 
-        return SwarmOrchestrator(config, clock)
+        return SwarmOrchestrator(config)
     log.warning("no access to the Docker engine: discovering backends by DNS, not scaling", extra={
         "reason": problem, "dns_name": f"tasks.{config.service}"})
-    return DnsDiscovery(config, clock)
+    return DnsDiscovery(config)

@@ -59,7 +59,7 @@ class Balancer:
         """
         if orchestrator is None:
             if self.config.swarm_mode:
-                orchestrator = choose_orchestrator(self.config, self.clock)
+                orchestrator = choose_orchestrator(self.config)
             else:
                 orchestrator = MemoryOrchestrator([str(b) for b in self.config.backends])
         self.orchestrator = orchestrator

@@ -23,7 +23,6 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lb.clock import Clock
 from lb.config import Config
 from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
 
@@ -77,13 +76,12 @@ class SwarmOrchestrator(Orchestrator):
 
     can_scale = True
 
-    def __init__(self, config: Config, clock: Clock | None = None, *,
+    def __init__(self, config: Config, *,
                  client: docker.APIClient | None = None, container_id: str | None = "auto") -> None:
         """`container_id`: "auto" finds the balancer's own container; None means not in one."""
         if not config.service:
             raise OrchestratorError("LB_SERVICE is empty: nothing to orchestrate")
         self.config = config
-        self.clock = clock or Clock()
         self._client = client
         self._container_id = own_container_id() if container_id == "auto" else container_id
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="docker")

@@ -144,12 +144,12 @@ async def test_an_unreachable_engine_is_counted_backed_off_and_survived():
     assert orch.scale_calls == []
     failures = registry.get_sample_value("lb_orchestrator_errors_total")
     assert 2 <= failures < 15         # 2 s interval would give 15; backing off gives fewer
-    assert loop.status.engine_ok is False
+    assert loop.outage.ok is False
 
     orch.failure = None               # the engine is back: the loop resumes by itself
     await run_for(loop, clock, 40)
     assert orch.replicas == 4
-    assert loop.status.engine_ok is True
+    assert loop.outage.ok is True
     assert registry.get_sample_value("lb_replicas_current") == 4
 
 
@@ -163,7 +163,7 @@ async def test_each_decision_is_logged_with_inputs_and_reason(caplog):
     fields = vars(records[0])
     assert fields["replicas"] == 1 and fields["desired"] == 3 and "25" in fields["reason"]
     assert fields["inputs"]["stable_inflight"] == pytest.approx(25, rel=0.01)
-    status = loop.status.as_json()
+    status = loop.status_json()
     assert status["current"] == 3 and status["desired"] == 3
     assert status["last_decision"]["inputs"]["replicas"] == 3
     assert registry.get_sample_value("lb_scale_events_total", {"direction": "up"}) == 1

@@ -81,7 +81,7 @@ async def test_engine_outage_keeps_the_pool_logs_once_backs_off_and_recovers(cap
     pauses = []
     for _ in range(8):
         assert not await discovery.refresh()
-        pauses.append(discovery.pause())
+        pauses.append(discovery.outage.pause())
     assert addresses(pool) == ["10.0.0.1:8000", "10.0.0.2:8000"]   # the last known pool, untouched
     assert pauses[:3] == [2.0, 4.0, 8.0] and max(pauses) == MAX_BACKOFF_S
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -93,7 +93,7 @@ async def test_engine_outage_keeps_the_pool_logs_once_backs_off_and_recovers(cap
     orchestrator.failure = None
     orchestrator.backends = ["10.0.0.9:8000"]
     assert await discovery.refresh()
-    assert discovery.pause() == 1.0
+    assert discovery.outage.pause() == 1.0
     assert "10.0.0.9:8000" in addresses(pool)
     assert [r.msg for r in caplog.records if r.levelno == logging.INFO][-2:] == \
         ["discovery recovered", "backends changed"]
@@ -117,7 +117,7 @@ async def test_an_engine_that_hangs_counts_as_a_failure():
     pool = Pool(FakeClock())
     discovery = Discovery(config, pool, Hanging(), FakeClock())
     assert not await discovery.refresh()
-    assert discovery.errors_total == 1 and "timed out" in discovery.last_error
+    assert discovery.outage.errors_total == 1 and "timed out" in discovery.outage.last_error
 
 
 async def test_run_looks_every_interval_and_slower_while_failing():
