@@ -180,8 +180,7 @@ class Exchange:
 
     # --- from the backend ----------------------------------------------------------------------
     def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:
-        if 100 <= status < 200 and status != 101:
-            return                      # interim responses: 100 is ours to send, others are dropped
+        """The final response's head (the upstream connection drops 1xx other than 101)."""
         self.response_started = True
         self.status = status
         self.upstream_keep_alive = upstream_keep_alive

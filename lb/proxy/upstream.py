@@ -118,11 +118,12 @@ class UpstreamConnection(asyncio.Protocol):
         head = buf[self.head_pos:end]
         self.head_pos = end + 4
         status = self.parser.get_status_code()
-        self.interim = 100 <= status < 200 and status != 101
-        if not self.interim:
-            self.in_head = False
-            self.chunk_from = end + 4 - (len(buf) - len(self.chunk))  # type: ignore[arg-type]
-            self.head_buf = b""
+        if 100 <= status < 200 and status != 101:
+            self.interim = True       # 100 is the proxy's to send, other 1xx are dropped
+            return
+        self.in_head = False
+        self.chunk_from = end + 4 - (len(buf) - len(self.chunk))  # type: ignore[arg-type]
+        self.head_buf = b""
         self.exchange.response_head(status, self.parser.should_keep_alive(), head)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
