@@ -134,14 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         users = [u for u in users if u.__name__ in wanted]
     if not users:
         parser.error(f"no user classes to run in {args.locustfile}")
-    host = args.host or next((u.host for u in users if u.host), None)
-    if not host:
-        parser.error("no host: pass -H/--host or set `host` on the user class")
+    # Like locust: -H wins for every class; without it each class goes to its own host.
     try:
         for cls in users:
-            check_base_url(args.host or cls.host or host)
+            if not (args.host or cls.host):
+                parser.error(f"no host for {cls.__name__}: pass -H/--host or set `host` on the class")
+            check_base_url(args.host or cls.host)
     except ValueError as exc:
         parser.error(str(exc))
+    host = args.host or users[0].host
     if args.users < 0 or args.spawn_rate <= 0:
         parser.error("-u must be >= 0 and -r > 0")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for target in (args.csv_prefix, args.plot):
         if target:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-    opts = RunOptions(host=host, users=args.users, spawn_rate=args.spawn_rate, run_time=run_time,
+    opts = RunOptions(host=args.host, users=args.users, spawn_rate=args.spawn_rate, run_time=run_time,
                       shape=shape or file_shape, csv_prefix=args.csv_prefix, lb_admin=args.lb_admin,
                       plot=args.plot, seed=args.seed, timeout=args.timeout, stop_timeout=args.stop_timeout,
                       progress=None if args.only_summary else sys.stdout)

@@ -78,3 +78,42 @@ async def test_cli_rejects_bad_input_in_one_line(args: list[str], message: str) 
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 2
     assert message in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_without_h_each_user_class_goes_to_its_own_host(backend_factory, tmp_path: Path) -> None:
+    hits = {"a": 0, "b": 0}
+
+    def server(name: str) -> web.Application:
+        async def handle(_: web.Request) -> web.Response:
+            hits[name] += 1
+            return web.Response(text=name)
+
+        app = web.Application()
+        app.router.add_get("/", handle)
+        return app
+
+    a = await backend_factory(app=server("a"))
+    b = await backend_factory(app=server("b"))
+    scenario = tmp_path / "two_hosts.py"
+    scenario.write_text(f'''
+from loadtest import HttpUser, constant, task
+
+
+class A(HttpUser):
+    host = "http://{a.address}"
+    wait_time = constant(0.01)
+
+    @task
+    async def index(self):
+        await self.client.get("/")
+
+
+class B(A):
+    host = "http://{b.address}"
+''')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest", "-f", str(scenario), "-u", "4", "-r", "100", "-t", "1s",
+        "--only-summary", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert hits["a"] > 0 and hits["b"] > 0
