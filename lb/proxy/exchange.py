@@ -97,12 +97,7 @@ class Exchange:
         pool = client.proxy.pool
         backend = pool.pick(self.tried)
         if backend is None:
-            if self.retrying:
-                pool.retry_done()
-                self.retrying = False
-            status = 502 if self.tried else 503
-            pool.unrouted(status)
-            self.respond_error(status)
+            self._unrouted(502 if self.tried else 503)
             return
         self.backend = backend
         self.started = pool.begin(backend)
@@ -127,14 +122,7 @@ class Exchange:
             if self.finished:           # the client left; abort() already ended the accounting
                 proxy.pool.failure(backend)
                 return
-            proxy.pool.abandon(backend, failed=True)
-            self.tried += (backend,)
-            self.backend = None
-            if len(self.tried) >= MAX_ATTEMPTS:
-                proxy.pool.unrouted(502)
-                self.respond_error(502)
-            else:
-                self.start()            # nothing was sent: any method may go elsewhere
+            self._try_another(backend)  # nothing was sent: any method may go elsewhere
             return
         if self.finished:               # the client left while we connected: keep the connection
             conn.release(True)
@@ -314,15 +302,26 @@ class Exchange:
                 self.retrying or pool.try_retry()):
             # Sent but unanswered: an idempotent request may be tried once more, on another backend.
             self.retrying = True
-            pool.abandon(backend, failed=True)  # type: ignore[arg-type]
-            self.tried += (backend,)
-            self.backend = None
-            if len(self.tried) < MAX_ATTEMPTS:
-                self.start()
-                return
-            pool.unrouted(502)
+            self._try_another(backend)  # type: ignore[arg-type]
+            return
         self._end(502, failed=True)
         self.respond_error(502)
+
+    def _try_another(self, backend: "Backend") -> None:
+        """An attempt on `backend` failed before any answer: try another backend, or give up."""
+        self.client.proxy.pool.abandon(backend, failed=True)
+        self.tried += (backend,)
+        self.backend = None
+        if len(self.tried) < MAX_ATTEMPTS:
+            self.start()
+        else:
+            self._unrouted(502)
+
+    def _unrouted(self, status: int) -> None:
+        """No backend (left) to try: the proxy answers alone."""
+        self._end(status, failed=False)   # holds no backend here: this only gives back a retry slot
+        self.client.proxy.pool.unrouted(status)
+        self.respond_error(status)
 
     # --- ending --------------------------------------------------------------------------------
     def _end(self, status: int, failed: bool) -> None:

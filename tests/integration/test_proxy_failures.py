@@ -68,6 +68,17 @@ async def test_request_lost_after_send_retries_idempotent_and_502s_the_rest(back
     assert len(bad.seen) == seen_before + 1, "a POST that may have reached a backend is not replayed"
 
 
+async def test_a_retry_that_runs_out_of_backends_gives_its_retry_slot_back(backend_factory, balancer_factory):
+    bad = await backend_factory(dropping_handler())
+    dead = [f"{LOCAL}:{unused_port()}" for _ in range(2)]
+    lb = await balancer_factory([bad.address, *dead], eject_after=1000)
+    async with aiohttp.ClientSession() as session:
+        for i in range(10):   # each tries all three, in random order: a retry often ends on a refused connect
+            async with session.get(f"http://{LOCAL}:{lb.proxy_port}/g{i}") as r:
+                assert r.status == 502
+    assert lb.pool.retries_total > 0 and lb.pool.active_retries == 0
+
+
 async def test_slow_backend_gets_504(backend_factory, balancer_factory):
     release = asyncio.Event()
 
