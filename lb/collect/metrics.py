@@ -7,6 +7,7 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lb.collect.backend import ACTIVE, DRAINING, EJECTED, SLOW_START
 from lb.collect.pool import Pool
 
 
@@ -41,9 +42,9 @@ class PoolCollector(Collector):
         yield CounterMetricFamily("lb_ejections", "Backends ejected after repeated failures",
                                   value=pool.ejections_total)
         backends = GaugeMetricFamily("lb_backends", "Backends in the pool, by state", labels=["state"])
-        states: dict[str, int] = {"active": 0, "slow_start": 0, "ejected": 0, "draining": 0}
+        states = dict.fromkeys((ACTIVE, SLOW_START, EJECTED, DRAINING), 0)
         for backend in pool.backends:
-            states[backend.state] = states.get(backend.state, 0) + 1
+            states[backend.state] += 1
         for state, n in states.items():
             backends.add_metric([state], n)
         yield backends
