@@ -108,9 +108,9 @@ class Balancer:
             self._server.close()
         if proxy is not None:
             proxy.draining = True
-            proxy.close_idle(self.clock.now())
-            if proxy.busy():
-                self.log.info("draining", extra={"busy_connections": proxy.busy(),
+            proxy.close_idle()
+            if busy := proxy.busy():
+                self.log.info("draining", extra={"busy_connections": busy,
                                                  "timeout_s": self.config.drain_timeout})
                 try:
                     await asyncio.wait_for(proxy.idle_event.wait(), self.config.drain_timeout)

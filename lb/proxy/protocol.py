@@ -47,9 +47,10 @@ class Proxy:
     def busy(self) -> int:
         return sum(1 for c in self.connections if c.queue)
 
-    def close_idle(self, now: float, idle_for: float = 0.0) -> None:
+    def close_idle(self) -> None:
+        """Close every connection with no request in progress (shutdown; the sweep ages them out)."""
         for conn in list(self.connections):
-            if not conn.queue and conn.tunnel is None and now - conn.idle_since >= idle_for:
+            if not conn.queue and conn.tunnel is None:
                 conn.close()
 
     def sweep(self, now: float) -> None:
