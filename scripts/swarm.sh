@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The stack on the local Swarm.
 #
-#   swarm.sh image   base image (once) + wheelhouse + swarmscale/lb:dev and swarmscale/web:dev
+#   swarm.sh image   base image (once) + wheelhouse + swarmscale/lb:TAG and swarmscale/web:TAG
 #   swarm.sh up      engine + Swarm, images, `docker stack deploy`, wait until 127.0.0.1:8080 serves
 #   swarm.sh down    remove the stack and wait until its services, containers and network are gone
 #
 # Tunables are environment variables read by deploy/stack.yml (LB_TARGET_INFLIGHT=8 swarm.sh up),
 # LB_PUBLISHED_PORT / LB_ADMIN_PUBLISHED_PORT (8080 / 8081) and LB_DOCKER_SOCKET among them.
 # SWARMSCALE_STACK (default swarmscale) names the stack; SWARMSCALE_UP_TIMEOUT bounds the wait.
+# SWARMSCALE_TAG (default dev) tags the images, so two checkouts can share one engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +16,11 @@ STACK=${SWARMSCALE_STACK:-swarmscale}
 UP_TIMEOUT=${SWARMSCALE_UP_TIMEOUT:-120}
 DOWN_TIMEOUT=${SWARMSCALE_DOWN_TIMEOUT:-90}
 BASE=${SWARMSCALE_BASE_IMAGE:-swarmscale/base:bookworm}
-LB_TAG=swarmscale/lb:dev
-WEB_TAG=swarmscale/web:dev
+TAG=${SWARMSCALE_TAG:-dev}
+LB_TAG=swarmscale/lb:$TAG
+WEB_TAG=swarmscale/web:$TAG
+# Content tags of this TAG's family: the bare id for dev (as before), TAG-id otherwise.
+FAMILY=$([ "$TAG" = dev ] && echo "" || echo "$TAG-")
 LOCK=/tmp/swarmscale-image.lock
 PORT=${LB_PUBLISHED_PORT:-8080}
 ADMIN_PORT=${LB_ADMIN_PUBLISHED_PORT:-8081}
@@ -74,11 +78,13 @@ up() {
     local lb_id web_id
     lb_id=$(docker image inspect -f '{{.Id}}' "$LB_TAG" | cut -d: -f2 | head -c 12)
     web_id=$(docker image inspect -f '{{.Id}}' "$WEB_TAG" | cut -d: -f2 | head -c 12)
+    lb_id=$FAMILY$lb_id
+    web_id=$FAMILY$web_id
     docker tag "$LB_TAG" "swarmscale/lb:$lb_id"
     docker tag "$WEB_TAG" "swarmscale/web:$web_id"
     # Older content tags would pile up with every rebuild; only the current ones are deployed.
     docker images --format '{{.Repository}}:{{.Tag}}' \
-        | grep -E '^swarmscale/(lb|web):[0-9a-f]{12}$' \
+        | grep -E "^swarmscale/(lb|web):$FAMILY[0-9a-f]{12}\$" \
         | grep -v -x -e "swarmscale/lb:$lb_id" -e "swarmscale/web:$web_id" \
         | xargs -r docker rmi >/dev/null 2>&1 || true
     export LB_IMAGE=${LB_IMAGE:-swarmscale/lb:$lb_id}

@@ -6,6 +6,7 @@ one-node Swarm) when it can; here the tests only look whether one answers.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "unix:///var/run/docker.sock"
-LB_IMAGE = "swarmscale/lb:dev"
-WEB_IMAGE = "swarmscale/web:dev"
+#: scripts/swarm.sh tags the images with SWARMSCALE_TAG (default dev), so checkouts can share an engine.
+TAG = os.environ.get("SWARMSCALE_TAG", "dev")
+LB_IMAGE = f"swarmscale/lb:{TAG}"
+WEB_IMAGE = f"swarmscale/web:{TAG}"
 BASE_IMAGE = "swarmscale/base:bookworm"
 #: Label on everything a test creates, so a teardown (or a person) can find it.
 TEST_LABEL = "swarmscale.test"
