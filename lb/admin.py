@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from lb.server import Balancer
 
 
-def make_app(balancer: "Balancer") -> web.Application:
+def make_app(balancer: Balancer) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         if balancer.draining:
             return web.Response(status=503, text="draining\n")

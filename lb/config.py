@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -178,7 +179,7 @@ class Config:
                          "Log level; logs are one JSON object per line on stderr.")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Read every variable once. Raises ConfigError naming the first bad one."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -8,8 +8,9 @@ changes. Engine trouble never reaches the data path: the loop logs, counts, back
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -43,7 +44,7 @@ class ReplicaStatus:
 class ControlCollector(Collector):
     """Read at scrape time from the loop's status, like the pool's and discovery's collectors."""
 
-    def __init__(self, loop: "ControlLoop") -> None:
+    def __init__(self, loop: ControlLoop) -> None:
         self.loop = loop
 
     def collect(self) -> Iterator[Metric]:

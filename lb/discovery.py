@@ -17,7 +17,8 @@ import logging
 import os
 import socket
 import stat
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -176,7 +177,7 @@ def choose_orchestrator(config: Config) -> Orchestrator:
     """The Swarm orchestrator when the engine's socket is there; DNS discovery (no scaling) otherwise."""
     problem = engine_socket_problem(config.docker_host)
     if problem is None:
-        from lb.orchestrators.swarm import SwarmOrchestrator   # imports `docker` only when needed
+        from lb.orchestrators.swarm import SwarmOrchestrator  # imports `docker` only when needed
 
         return SwarmOrchestrator(config)
     log.warning("no access to the Docker engine: discovering backends by DNS, not scaling", extra={

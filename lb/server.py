@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -21,8 +21,8 @@ from lb.collect.pool import Pool
 from lb.config import Config
 from lb.control import ControlLoop
 from lb.discovery import Discovery, choose_orchestrator
-from lb.orchestrators.memory import MemoryOrchestrator
 from lb.orchestrators.base import Orchestrator
+from lb.orchestrators.memory import MemoryOrchestrator
 from lb.proxy.protocol import Proxy
 
 _SWEEP_S = 0.5   # at most this long between looks for timed-out requests and idle connections
@@ -114,7 +114,7 @@ class Balancer:
                                                  "timeout_s": self.config.drain_timeout})
                 try:
                     await asyncio.wait_for(proxy.idle_event.wait(), self.config.drain_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.log.warning("drain timeout; closing busy connections",
                                      extra={"busy_connections": proxy.busy()})
             proxy.abort_all()

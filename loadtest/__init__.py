@@ -8,6 +8,6 @@ from loadtest.user import HttpUser, StopUser, between, constant, constant_pacing
 FastHttpUser = HttpUser
 
 __all__ = [
-    "DailySineShape", "FastHttpUser", "HttpUser", "LoadTestShape", "RampShape", "Response", "ResponseError", "SpikeShape",
-    "StepShape", "StopUser", "between", "constant", "constant_pacing", "constant_throughput", "task",
+    "DailySineShape", "FastHttpUser", "HttpUser", "LoadTestShape", "RampShape", "Response", "ResponseError",
+    "SpikeShape", "StepShape", "StopUser", "between", "constant", "constant_pacing", "constant_throughput", "task",
 ]

@@ -16,9 +16,9 @@ import importlib.util
 import re
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
 
 from loadtest.client import check_base_url
 from loadtest.runner import RunOptions, RunResult, load_classes, run

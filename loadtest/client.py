@@ -39,7 +39,7 @@ class Response:
         self._headers: _Headers | None = None
 
     @property
-    def headers(self) -> "_Headers":
+    def headers(self) -> _Headers:
         # Built on first use: most tasks never read headers, and decoding them was 15% of a request's cost.
         if self._headers is None:
             self._headers = _Headers(self._raw_headers)
@@ -242,7 +242,7 @@ class HttpSession:
         start = time.perf_counter()
         try:
             await self._send(method, path, headers, data, resp, timeout if timeout is not None else self.timeout)
-        except (OSError, asyncio.TimeoutError, httptools.HttpParserError, ConnectionError) as exc:
+        except (TimeoutError, OSError, httptools.HttpParserError, ConnectionError) as exc:
             resp.error = exc
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         stat_name = name or path
@@ -283,7 +283,7 @@ class HttpSession:
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
-        waiter.set_exception(asyncio.TimeoutError("request timed out"))
+        waiter.set_exception(TimeoutError("request timed out"))
 
 
 class _Headers(dict):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 FIGSIZE = (12.0, 10.0)
 DPI = 100

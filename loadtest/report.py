@@ -16,9 +16,9 @@ import csv
 import json
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | Non
     return Summary(
         duration_s=times[-1], peak_users=peak_users, load_start_s=load_start, load_end_s=load_end,
         total_requests=totals[0], total_failures=totals[1], p95_before_ms=phase_p95(before),
-        p95_during_ms=phase_p95(in_step), p95_after_ms=phase_p95(after), replicas_min=replicas_min, replicas_at_step=replicas_at_step,
+        p95_during_ms=phase_p95(in_step), p95_after_ms=phase_p95(after), replicas_min=replicas_min,
+        replicas_at_step=replicas_at_step,
         peak_replicas=peak, first_scale_up_s=first_up, to_peak_s=to_peak, back_to_min_s=back,
     )
 

@@ -18,8 +18,21 @@ from typing import Any, TextIO
 
 from loadtest.client import check_base_url
 from loadtest.shapes import LoadTestShape
-from loadtest.stats import (EXCEPTIONS_CSV_COLUMNS, FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS, HistoryWriter, RequestStats, StatsEntry,
-                            exceptions_rows, failures_rows, history_row, interval_between, stats_rows, write_csv)
+from loadtest.stats import (
+    EXCEPTIONS_CSV_COLUMNS,
+    FAILURES_CSV_COLUMNS,
+    HISTORY_CSV_COLUMNS,
+    STATS_CSV_COLUMNS,
+    HistoryWriter,
+    RequestStats,
+    StatsEntry,
+    exceptions_rows,
+    failures_rows,
+    history_row,
+    interval_between,
+    stats_rows,
+    write_csv,
+)
 from loadtest.user import HttpUser, run_user
 
 # Extra history columns, always after locust's own so locust tools still find theirs in place.
@@ -219,7 +232,7 @@ async def sample_status(url: str, timeout: float) -> LbSample | None:
                 if resp.status != 200:
                     return None
                 return parse_status(await resp.json(content_type=None))
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
+    except (TimeoutError, aiohttp.ClientError, ValueError, OSError):
         return None
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import re
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import IO
 
 PERCENTILES_TO_REPORT = (0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
 
@@ -105,7 +106,7 @@ class StatsEntry:
         hist = self.response_times
         hist[key] = hist.get(key, 0) + 1
 
-    def extend(self, other: "StatsEntry") -> None:
+    def extend(self, other: StatsEntry) -> None:
         self.num_requests += other.num_requests
         self.num_failures += other.num_failures
         self.total_response_time += other.total_response_time
@@ -266,7 +267,7 @@ def history_row(timestamp: float, users: int, interval: Interval, total: StatsEn
 
 
 def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def failures_rows(stats: RequestStats) -> list[list[object]]:

@@ -9,7 +9,8 @@ import asyncio
 import inspect
 import random
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from loadtest.client import HttpSession
 from loadtest.stats import RequestStats

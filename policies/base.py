@@ -7,8 +7,9 @@ state it returns, which the caller passes back next time (Knative's decider, as 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 
 class PolicyError(ValueError):

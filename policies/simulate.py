@@ -24,8 +24,9 @@ import math
 import random
 import sys
 from collections import Counter, deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from policies import BUILTIN, Policy, PolicyError, Snapshot, make
 from policies.traces import Trace, bundled, from_csv

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from lb.clock import Clock
 from lb.collect.backend import ACTIVE, DRAINING, EJECTED, SLOW_START, Backend

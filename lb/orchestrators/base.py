@@ -40,5 +40,5 @@ class Orchestrator(abc.ABC):
     async def running_backends(self) -> list[BackendInfo]:
         """Replicas that are running (and healthy) and should get traffic now."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Release what the orchestrator holds (clients, threads)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from lb.clock import Clock
 from lb.orchestrators.base import OrchestratorError
@@ -66,5 +67,5 @@ async def bounded(call: Awaitable[T], seconds: float, what: str) -> T:
     """
     try:
         return await asyncio.wait_for(call, seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise OrchestratorError(f"{what} timed out") from None

@@ -16,8 +16,9 @@ import concurrent.futures
 import logging
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -109,7 +110,7 @@ class SwarmOrchestrator(Orchestrator):
                                           self.config.docker_timeout * calls)
         except OrchestratorError:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise OrchestratorError(f"{what}: the Docker engine did not answer in time") from None
         except docker.errors.APIError as exc:
             raise OrchestratorError(f"{what}: {_explain(exc)}") from None

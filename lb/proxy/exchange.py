@@ -30,7 +30,7 @@ class Exchange:
     replay = True
     request_done = False
     upstream: UpstreamConnection | None = None
-    backend: "Backend | None" = None
+    backend: Backend | None = None
     started = 0.0
     tried: tuple = ()
     response_started = False
@@ -46,7 +46,7 @@ class Exchange:
     upstream_keep_alive = False
     head_out: list[bytes] | None = None   # response head held back to share a write with the body
 
-    def __init__(self, client: "ClientConnection", method: bytes, req: RequestHead, keep_alive: bool,
+    def __init__(self, client: ClientConnection, method: bytes, req: RequestHead, keep_alive: bool,
                  http11: bool) -> None:
         self.client = client
         self.method = method
@@ -109,13 +109,13 @@ class Exchange:
         else:
             client.proxy.loop.create_task(self._connect(backend))
 
-    async def _connect(self, backend: "Backend") -> None:
+    async def _connect(self, backend: Backend) -> None:
         proxy = self.client.proxy
         try:
             _, conn = await asyncio.wait_for(
                 proxy.loop.create_connection(lambda: UpstreamConnection(backend), backend.host, backend.port),
                 proxy.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             if not backend.consecutive_failures:   # one line per failure streak, not one per request
                 proxy.log.warning("backend connect failed",
                                   extra={"backend": backend.address, "error": repr(exc)})
@@ -307,7 +307,7 @@ class Exchange:
         self._end(502, failed=True)
         self.respond_error(502)
 
-    def _try_another(self, backend: "Backend") -> None:
+    def _try_another(self, backend: Backend) -> None:
         """An attempt on `backend` failed before any answer: try another backend, or give up."""
         self.client.proxy.pool.abandon(backend, failed=True)
         self.tried += (backend,)

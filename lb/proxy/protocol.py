@@ -13,12 +13,11 @@ from collections import deque
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from lb.collect.pool import Pool
 from lb.clock import Clock
+from lb.collect.pool import Pool
 from lb.proxy.exchange import Exchange
 from lb.proxy.headers import REASONS, build_request, error_response
-from lb.proxy.upstream import (IDLE_S, PAUSE_BODY, PAUSE_UPSTREAM, WRITE_HIGH, WRITE_LOW, UpstreamConnection,
-                               close_stale)
+from lb.proxy.upstream import IDLE_S, PAUSE_BODY, PAUSE_UPSTREAM, WRITE_HIGH, WRITE_LOW, UpstreamConnection, close_stale
 
 MAX_QUEUED = 32       # pipelined requests parsed ahead of the one in progress
 
@@ -41,7 +40,7 @@ class Proxy:
         self.draining = False
         self.idle_event = asyncio.Event()   # set when no connection has a request in progress
 
-    def protocol(self) -> "ClientConnection":
+    def protocol(self) -> ClientConnection:
         return ClientConnection(self)
 
     def busy(self) -> int:

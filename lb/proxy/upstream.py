@@ -28,9 +28,10 @@ PAUSE_UPSTREAM = 2    # the backend's socket buffer is full
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
-                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from", "last_head", "last_rewrite", "used", "idle_from")
+                 "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from",
+                 "last_head", "last_rewrite", "used", "idle_from")
 
-    def __init__(self, backend: "Backend") -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
@@ -174,7 +175,7 @@ class UpstreamConnection(asyncio.Protocol):
             idle.remove(self)
 
 
-def close_stale(backend: "Backend", now: float, idle_s: float = IDLE_S) -> None:
+def close_stale(backend: Backend, now: float, idle_s: float = IDLE_S) -> None:
     """Close pooled connections nobody used for idle_s (a sweep calls this; requests only set `used`)."""
     for conn in list(backend.idle):
         if conn.used:

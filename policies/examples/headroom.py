@@ -1,5 +1,6 @@
 """A whole custom policy (keeps 20% spare): LB_POLICY=policies.examples.headroom:Headroom"""
 import math
+
 from policies import Decision
 
 

@@ -148,7 +148,7 @@ async def load(session: aiohttp.ClientSession, clients: int, seconds: float,
                         result.backends_seen.add(json.loads(body)["replica"])
                     else:
                         result.failed.append(f"{response.status} {body[:80]!r}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 result.failed.append(repr(exc))
 
     await asyncio.gather(*(user() for _ in range(clients)))

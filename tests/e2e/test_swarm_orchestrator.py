@@ -10,7 +10,8 @@ import asyncio
 import ipaddress
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ class Throwaway:
                             if c.labels.get("com.docker.swarm.service.name", "").startswith(self.prefix)],
                    60, "the test's containers to be removed")
         for network in self.networks:
-            wait_until(lambda: _try_remove(network), 30, f"network {network.name} to be removed")
+            wait_until(lambda network=network: _try_remove(network), 30, f"network {network.name} to be removed")
 
 
 def _try_remove(network) -> bool:

@@ -17,7 +17,8 @@ from loadtest.stats import FAILURES_CSV_COLUMNS, HISTORY_CSV_COLUMNS, STATS_CSV_
 
 pytestmark = pytest.mark.timeout(60)
 
-# locust's own headers (locust/stats.py, as of locust 2.47), written out literally so a drift on either side is caught here.
+# locust's own headers (locust/stats.py, as of locust 2.47), written out literally so a drift on either
+# side is caught here.
 LOCUST_PCTS = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 LOCUST_STATS = ("Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
                 "Min Response Time", "Max Response Time", "Average Content Size", "Requests/s", "Failures/s",
@@ -131,7 +132,8 @@ async def test_counts_failures_and_csv_match_what_the_server_saw(server: Server,
     assert int(rows[-1]["Failure Count"]) == server.seen[("GET", "/fail")]
 
     header, fails = read_csv(Path(prefix + "_failures.csv"))
-    assert tuple(header) == FAILURES_CSV_COLUMNS == ("Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen")
+    assert tuple(header) == FAILURES_CSV_COLUMNS == (
+        "Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen")
     assert [(f["Method"], f["Name"], f["Error"], int(f["Occurrences"])) for f in fails] == [
         ("GET", "/fail", "BadStatusCode(code=500)", server.seen[("GET", "/fail")])]
     assert fails[0]["First Seen"] <= fails[0]["Last Seen"] and fails[0]["Last Seen"].endswith("Z")
@@ -234,7 +236,7 @@ async def test_lb_status_columns_and_plot(server: Server, backend_factory, tmp_p
 
     from PIL import Image
 
-    from loadtest.plot import FIGSIZE, DPI
+    from loadtest.plot import DPI, FIGSIZE
 
     with Image.open(png) as img:
         assert img.format == "PNG"

@@ -6,10 +6,10 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import AsyncIterator
 
 import aiohttp
 from aiohttp import web

@@ -107,7 +107,7 @@ async def test_a_client_that_stops_reading_stops_the_backend(backend_factory, ba
         progress.clear()
         try:
             await asyncio.wait_for(progress.wait(), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     assert written[0] < 32 * 1024 * 1024, f"proxy buffered {written[0]} bytes for a client that read none"
     writer.close()

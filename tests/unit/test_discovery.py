@@ -12,8 +12,7 @@ from prometheus_client import CollectorRegistry
 from lb.clock import FakeClock
 from lb.collect.pool import Pool
 from lb.config import Config
-from lb.discovery import (MAX_BACKOFF_S, Discovery, DnsDiscovery, choose_orchestrator,
-                          engine_socket_problem)
+from lb.discovery import MAX_BACKOFF_S, Discovery, DnsDiscovery, choose_orchestrator, engine_socket_problem
 from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
 from lb.orchestrators.memory import MemoryOrchestrator
 
@@ -213,7 +212,8 @@ async def test_choose_orchestrator_falls_back_to_dns_with_one_log_line(tmp_path,
     missing = Config.from_env({"LB_SERVICE": "web", "LB_DOCKER_HOST": f"unix://{tmp_path}/docker.sock"})
     chosen = choose_orchestrator(missing)
     assert isinstance(chosen, DnsDiscovery) and not chosen.can_scale
-    assert [r.msg for r in caplog.records] == ["no access to the Docker engine: discovering backends by DNS, not scaling"]
+    assert [r.msg for r in caplog.records] == [
+        "no access to the Docker engine: discovering backends by DNS, not scaling"]
 
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(tmp_path / "docker.sock"))

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.stats import (HISTORY_CSV_COLUMNS, STATS_CSV_COLUMNS, RequestStats, StatsEntry, error_text,
-                            interval_between, percentile, round_response_time, stats_rows)
+from loadtest.stats import (
+    HISTORY_CSV_COLUMNS,
+    STATS_CSV_COLUMNS,
+    RequestStats,
+    StatsEntry,
+    error_text,
+    interval_between,
+    percentile,
+    round_response_time,
+    stats_rows,
+)
 
 
 @pytest.mark.parametrize("ms, bucket", [

@@ -37,7 +37,7 @@ def test_update_adds_in_slow_start_and_drains_missing_until_idle():
 
 def test_pick_prefers_fewer_in_flight_and_lower_latency():
     pool, clock = make_pool(("a:1", "b:2"))
-    a, b = pool.get("a:1"), pool.get("b:2")
+    a, _b = pool.get("a:1"), pool.get("b:2")
     for _ in range(3):
         pool.begin(a)
     assert Counter(pool.pick().address for _ in range(20)) == {"b:2": 20}
@@ -57,7 +57,7 @@ def test_power_of_two_spreads_load_over_many():
 def test_new_backend_is_eased_in_not_flooded():
     pool, clock = make_pool(("a:1",))
     pool.update(["a:1", "new:2"])
-    a, new = pool.get("a:1"), pool.get("new:2")
+    a, _new = pool.get("a:1"), pool.get("new:2")
     a.inflight = 4      # the old one is busy: least-request alone would send everything to the new one
     early = Counter(pool.pick().address for _ in range(100))
     clock._now += 9
