@@ -160,6 +160,8 @@ class Config:
                                    "Most a decision may multiply the replicas by.")
     max_scale_down_rate: float = env("LB_MAX_SCALE_DOWN_RATE", "2", _number(float, 1),
                                      "Most a decision may divide the replicas by.")
+    scale_to_zero_after: float = env("LB_SCALE_TO_ZERO_AFTER", "300", _seconds,
+                                     "With LB_MIN_REPLICAS=0: idle seconds before the service goes to zero.")
 
     # --- acting: the Swarm ------------------------------------------------------------------
     service: str = env("LB_SERVICE", "", _text,
@@ -224,6 +226,9 @@ class Config:
             "scale_interval": self.scale_interval,
             "max_scale_up_rate": self.max_scale_up_rate,
             "max_scale_down_rate": self.max_scale_down_rate,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "scale_to_zero_after": self.scale_to_zero_after,
         }
 
 

@@ -36,6 +36,10 @@ class Snapshot:
     p95_ms: float | None = None
     p99_ms: float | None = None
     stable_coverage_s: float = 0.0
+    # Scale to zero and cold starts (issue 8):
+    held: int = 0                     # requests waiting now for a first ready backend (also in the in-flight)
+    idle_s: float = 0.0               # seconds since a request was last in flight or arrived
+    cold_start_s: float | None = None  # measured scale request -> task serving; None until measured
 
 
 @dataclass(frozen=True)
