@@ -22,10 +22,7 @@ def make_app(balancer: Balancer) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(request: web.Request) -> web.Response:
-        data: dict[str, object] = {"draining": balancer.draining, "backends": balancer.pool.status()}
-        for key, read in balancer.status_extra.items():
-            data[key] = read()
-        return web.json_response(data)
+        return web.json_response(balancer.status())
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

@@ -8,9 +8,9 @@ changes. Engine trouble never reaches the data path: the loop logs, counts, back
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -41,33 +41,51 @@ class ReplicaStatus:
     scaled_down: int = 0
 
 
-class ControlCollector(Collector):
-    """Read at scrape time from the loop's status, like the pool's and discovery's collectors."""
+class LoadSource(Protocol):
+    """What the loop reads from a route's pool (lb.collect.pool.Pool)."""
 
-    def __init__(self, loop: ControlLoop) -> None:
-        self.loop = loop
+    def load_sample(self, now: float) -> Any: ...
+    def ready_count(self) -> int: ...
+    def latency_quantiles(self, window_s: float, qs: tuple[float, ...]) -> list[float | None]: ...
+
+
+class ControlCollector(Collector):
+    """Read at scrape time from the loops' status: one series per service (label `service`)."""
+
+    def __init__(self, loops: Callable[[], Iterable[ControlLoop]]) -> None:
+        self.loops = loops
 
     def collect(self) -> Iterator[Metric]:
-        s = self.loop.status
-        if s.current is not None:
-            yield GaugeMetricFamily("lb_replicas_current", "Replicas the service is set to", value=s.current)
-        if s.desired is not None:
-            yield GaugeMetricFamily("lb_replicas_desired", "Replicas the policy wants, after clamping",
-                                    value=s.desired)
-        yield CounterMetricFamily("lb_scale_decisions", "Decisions the control loop made", value=s.decisions)
-        events = CounterMetricFamily("lb_scale_events", "Times the service was scaled", labels=["direction"])
-        events.add_metric(["up"], s.scaled_up)
-        events.add_metric(["down"], s.scaled_down)
-        yield events
-        yield CounterMetricFamily("lb_orchestrator_errors", "Failed calls to the orchestrator (Docker engine)",
-                                  value=self.loop.outage.errors_total)
+        current = GaugeMetricFamily("lb_replicas_current", "Replicas the service is set to", labels=["service"])
+        desired = GaugeMetricFamily("lb_replicas_desired", "Replicas the policy wants, after clamping",
+                                    labels=["service"])
+        decisions = CounterMetricFamily("lb_scale_decisions", "Decisions the control loop made", labels=["service"])
+        events = CounterMetricFamily("lb_scale_events", "Times the service was scaled",
+                                     labels=["service", "direction"])
+        errors = CounterMetricFamily("lb_orchestrator_errors", "Failed calls to the orchestrator (Docker engine)",
+                                     labels=["service"])
+        policy_errors = CounterMetricFamily("lb_policy_errors", "Ticks whose policy raised or gave an unusable "
+                                            "answer (the replica count was kept)", labels=["service"])
+        for loop in self.loops():
+            s, name = loop.status, loop.name
+            if s.current is not None:
+                current.add_metric([name], s.current)
+            if s.desired is not None:
+                desired.add_metric([name], s.desired)
+            decisions.add_metric([name], s.decisions)
+            events.add_metric([name, "up"], s.scaled_up)
+            events.add_metric([name, "down"], s.scaled_down)
+            errors.add_metric([name], loop.outage.errors_total)
+            policy_errors.add_metric([name], loop.policy_errors)
+        yield from (current, desired, decisions, events, errors, policy_errors)
 
 
 class ControlLoop:
-    def __init__(self, config: Config, pool: Any, orchestrator: Orchestrator,
+    def __init__(self, config: Config, pool: LoadSource, orchestrator: Orchestrator,
                  clock: Clock | None = None, registry: CollectorRegistry | None = None,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, name: str = "") -> None:
         self.config = config
+        self.name = name or config.service
         self.pool = pool
         self.orchestrator = orchestrator
         self.clock = clock or Clock()
@@ -76,19 +94,14 @@ class ControlLoop:
         self.windows = SlidingWindows(config.stable_window, config.panic_window)
         self.status = ReplicaStatus()
         self.outage = Outage(self.clock, config.scale_interval, MAX_BACKOFF_S, log, "orchestrator")
-        self.collector = ControlCollector(self)
+        self.policy_errors = 0
         if registry is not None:
-            registry.register(self.collector)
+            registry.register(ControlCollector(lambda: (self,)))
         self._started_at: float | None = None
 
-    def install(self, balancer: Any) -> None:
-        """Hook into a Balancer: a background loop, /status `replicas`, and /metrics."""
-        balancer.registry.register(self.collector)
-        balancer.background.append(self.run)
-        balancer.status_extra["replicas"] = self.status_json
-
     def status_json(self) -> dict[str, Any]:
-        return {**asdict(self.status), "engine_ok": self.outage.ok, "errors": self.outage.errors_total}
+        return {**asdict(self.status), "engine_ok": self.outage.ok, "errors": self.outage.errors_total,
+                "policy_errors": self.policy_errors}
 
     async def run(self) -> None:
         """Tick until cancelled. Each tick is bounded; a failing engine only stretches the pauses."""
@@ -116,9 +129,18 @@ class ControlLoop:
             return
 
         snapshot = self.snapshot(now, current)
-        decision, self.state = self.policy.decide(snapshot, self.state)
-        desired, why = self._clamp(decision.replicas, current, now)
-        reason = decision.reason + (f"; {why}" if why else "")
+        try:
+            decision, state = self.policy.decide(snapshot, self.state)
+            desired, why = self._clamp(decision.replicas, current, now)
+            reason = decision.reason + (f"; {why}" if why else "")
+            self.state = state
+        except Exception as exc:
+            # A user's policy that raises, or an answer that is no count (NaN, inf, overflow): keep
+            # the replicas as they are for this tick, say so with the traceback, and go on.
+            self.policy_errors += 1
+            log.exception("policy failed; keeping the current replicas", extra={
+                "service": self.name, "policy": self.config.policy, "replicas": current})
+            desired, reason = current, f"policy error ({type(exc).__name__}: {exc}); kept {current}"
 
         scaled = False
         if desired != current and self.orchestrator.can_scale:
@@ -167,5 +189,5 @@ class ControlLoop:
         elif scaled:
             status.scaled_down += 1
         log.info("scale decision", extra={
-            "replicas": snapshot.replicas, "desired": desired, "scaled": scaled,
+            "service": self.name, "replicas": snapshot.replicas, "desired": desired, "scaled": scaled,
             "reason": reason, "inputs": inputs})

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,13 +35,14 @@ MAX_BACKOFF_S = 10.0
 
 
 class _Pool(Protocol):
-    def update(self, addresses: Any) -> None: ...
+    def update(self, addresses: Iterable[str]) -> None: ...
 
 
 class Discovery:
     def __init__(self, config: Config, pool: _Pool, orchestrator: Orchestrator, clock: Clock | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, name: str = "") -> None:
         self.config = config
+        self.name = name or config.service
         self.pool = pool
         self.orchestrator = orchestrator
         self.clock = clock or Clock()
@@ -50,15 +51,8 @@ class Discovery:
         self.looks_total = 0
         self.changes_total = 0
         self.outage = Outage(self.clock, config.discovery_interval, MAX_BACKOFF_S, log, "discovery")
-        self.collector = DiscoveryCollector(self)
         if registry is not None:
-            registry.register(self.collector)
-
-    def install(self, balancer: Any) -> None:
-        """Hook into a Balancer: its pool's updates, a background loop, /metrics and /status."""
-        balancer.registry.register(self.collector)
-        balancer.background.append(self.run)
-        balancer.status_extra["discovery"] = self.status
+            registry.register(DiscoveryCollector(lambda: (self,)))
 
     async def run(self) -> None:
         """Look, then wait, until cancelled."""
@@ -89,7 +83,7 @@ class Discovery:
         self.changes_total += 1
         log.info("backends changed", extra={
             "backends": addresses, "added": sorted(set(addresses) - before),
-            "removed": sorted(before - set(addresses)), "source": self.source})
+            "removed": sorted(before - set(addresses)), "source": self.source, "service": self.name})
         self.backends = addresses
 
     def status(self) -> dict[str, Any]:
@@ -101,24 +95,30 @@ class Discovery:
 
 
 class DiscoveryCollector(Collector):
-    """Read at scrape time, like the pool's collector: the loop only bumps plain integers."""
+    """Read at scrape time, like the pool's collector: the loops only bump plain integers."""
 
-    def __init__(self, discovery: Discovery) -> None:
-        self.discovery = discovery
+    def __init__(self, discoveries: Callable[[], Iterable[Discovery]]) -> None:
+        self.discoveries = discoveries
 
     def collect(self) -> Iterator[Metric]:
-        d = self.discovery
-        yield CounterMetricFamily("lb_discovery_errors", "Failed looks at the service's tasks "
-                                  "(engine unreachable, slow or refusing)", value=d.outage.errors_total)
-        yield CounterMetricFamily("lb_discovery_changes", "Times the set of backends changed", value=d.changes_total)
-        yield GaugeMetricFamily("lb_discovery_up", "1 when the last look at the service's tasks succeeded",
-                                value=0 if d.outage.failures else 1)
-        yield GaugeMetricFamily("lb_discovery_backends", "Backends discovery last found",
-                                value=len(d.backends or ()))
-        conflicts = getattr(d.orchestrator, "update_conflicts", None)
-        if conflicts is not None:
-            yield CounterMetricFamily("lb_scale_update_conflicts", "Service updates the engine refused as "
-                                      "out of sequence (re-read and retried)", value=conflicts)
+        labels = ["service"]
+        errors = CounterMetricFamily("lb_discovery_errors", "Failed looks at the service's tasks "
+                                     "(engine unreachable, slow or refusing)", labels=labels)
+        changes = CounterMetricFamily("lb_discovery_changes", "Times the set of backends changed", labels=labels)
+        up = GaugeMetricFamily("lb_discovery_up", "1 when the last look at the service's tasks succeeded",
+                               labels=labels)
+        backends = GaugeMetricFamily("lb_discovery_backends", "Backends discovery last found", labels=labels)
+        conflicts = CounterMetricFamily("lb_scale_update_conflicts", "Service updates the engine refused as "
+                                        "out of sequence (re-read and retried)", labels=labels)
+        for d in self.discoveries():
+            errors.add_metric([d.name], d.outage.errors_total)
+            changes.add_metric([d.name], d.changes_total)
+            up.add_metric([d.name], 0 if d.outage.failures else 1)
+            backends.add_metric([d.name], len(d.backends or ()))
+            n = getattr(d.orchestrator, "update_conflicts", None)
+            if n is not None:
+                conflicts.add_metric([d.name], n)
+        yield from (errors, changes, up, backends, conflicts)
 
 
 class DnsDiscovery(Orchestrator):
@@ -142,7 +142,7 @@ class DnsDiscovery(Orchestrator):
                                   self.config.docker_timeout, f"DNS lookup of {self.host}")
         except OSError as exc:
             raise OrchestratorError(f"DNS lookup of {self.host} failed: {exc}") from None
-        hosts = sorted({info[4][0] for info in infos})
+        hosts = sorted({str(info[4][0]) for info in infos})
         return [BackendInfo(f"[{h}]:{port}" if ":" in h else f"{h}:{port}") for h in hosts]
 
     async def current_replicas(self) -> int:

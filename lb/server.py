@@ -19,11 +19,14 @@ from lb.clock import Clock
 from lb.collect.metrics import PoolCollector
 from lb.collect.pool import Pool
 from lb.config import Config
-from lb.control import ControlLoop
-from lb.discovery import Discovery, choose_orchestrator
+from lb.control import ControlCollector, ControlLoop
+from lb.discovery import Discovery, DiscoveryCollector, choose_orchestrator
 from lb.orchestrators.base import Orchestrator
 from lb.orchestrators.memory import MemoryOrchestrator
 from lb.proxy.protocol import Proxy
+from lb.routing.route import Route
+from lb.routing.table import RouteTable
+from lb.supervise import Supervisor
 
 _SWEEP_S = 0.5   # at most this long between looks for timed-out requests and idle connections
 
@@ -34,46 +37,114 @@ class Balancer:
         self.config = config
         self.clock = clock or Clock()
         self.log = logging.getLogger("lb")
-        self.pool = Pool(self.clock, eject_after=config.eject_after, eject_base_s=config.eject_base,
-                         retry_budget=config.retry_budget)
-        if config.backends:
-            self.pool.update(str(b) for b in config.backends)
+        self.routes = RouteTable()
+        #: Where a request that matches no route goes: an empty pool, answered 404.
+        self.not_found = Route("none", config, self.clock)
+        self.not_found.not_found = True
+        self.supervisor = Supervisor(self.clock)
         self.registry = CollectorRegistry()
-        self.registry.register(PoolCollector(self.pool))
+        self.registry.register(PoolCollector(self._pools))
+        self.registry.register(ControlCollector(lambda: [r.control for r in self.routes if r.control]))
+        self.registry.register(DiscoveryCollector(lambda: [r.discovery for r in self.routes if r.discovery]))
+        self.registry.register(self.supervisor)
+        #: Extra /status keys and background loops (tests and tools plug in here).
         self.status_extra: dict[str, Callable[[], object]] = {}
         self.background: list[Callable[[], Awaitable[None]]] = []
-        self._wire_control(orchestrator)
+        self.orchestrator: Orchestrator | None = None
+        self._started = False
+        self._wire_single(orchestrator)
         self.draining = False
         self.proxy: Proxy | None = None
         self.proxy_port = 0
         self.admin_port = 0
         self._server: asyncio.AbstractServer | None = None
         self._admin: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task] = []
         self._stopped: asyncio.Event | None = None
 
-    def _wire_control(self, orchestrator: Orchestrator | None) -> None:
-        """Collect -> decide -> act: discovery (Swarm mode) and the control loop, as background loops.
+    def _wire_single(self, orchestrator: Orchestrator | None) -> None:
+        """The single-service mode: one route that matches everything.
 
+        Collect -> decide -> act: discovery (Swarm mode) and the control loop run as the route's loops.
         Static LB_BACKENDS get an in-memory orchestrator that records what the policy wants.
         """
+        config = self.config
         if orchestrator is None:
-            if self.config.swarm_mode:
-                orchestrator = choose_orchestrator(self.config)
+            if config.swarm_mode:
+                orchestrator = choose_orchestrator(config)
             else:
-                orchestrator = MemoryOrchestrator([str(b) for b in self.config.backends])
+                orchestrator = MemoryOrchestrator([str(b) for b in config.backends])
         self.orchestrator = orchestrator
-        self.discovery: Discovery | None = None
-        if self.config.swarm_mode:
-            self.discovery = Discovery(self.config, self.pool, orchestrator, self.clock)
-            self.discovery.install(self)
-        self.control = ControlLoop(self.config, self.pool, orchestrator, self.clock)
-        self.control.install(self)
+        route = Route(config.service or "backends", config, self.clock)
+        if config.backends:
+            route.pool.update(str(b) for b in config.backends)
+        route.attach(orchestrator, discover=config.swarm_mode, scale=True)
+        self.add_route(route)
+
+    # --- routes --------------------------------------------------------------------------------
+    def _pools(self) -> list[tuple[str, Pool]]:
+        pools = [(r.name, r.pool) for r in self.routes]
+        if self.not_found.pool.unrouted_requests:
+            pools.append((self.not_found.name, self.not_found.pool))
+        return pools
+
+    def add_route(self, route: Route) -> None:
+        """Serve `route` (replacing one of the same name) and run its loops."""
+        old = self.routes.routes.get(route.name)
+        if old is not None and old is not route:
+            self._stop_loops(old)
+        self.routes.put(route)
+        if self._started:
+            self._start_loops(route)
+
+    def remove_route(self, name: str) -> Route | None:
+        """Stop matching `name`; its in-flight requests finish, its connections close as they free."""
+        route = self.routes.remove(name)
+        if route is not None:
+            self._stop_loops(route)
+            route.pool.update([])
+        return route
+
+    def _start_loops(self, route: Route) -> None:
+        for task, run in route.loops().items():
+            self.supervisor.start(task, run)
+
+    def _stop_loops(self, route: Route) -> None:
+        for task in route.loops():
+            self.supervisor.stop(task)
+
+    def _first(self) -> Route:
+        return self.routes.first() or self.not_found
+
+    @property
+    def pool(self) -> Pool:
+        """The first (in the single-service mode, the only) route's pool."""
+        return self._first().pool
+
+    @property
+    def discovery(self) -> Discovery | None:
+        return self._first().discovery
+
+    @property
+    def control(self) -> ControlLoop | None:
+        return self._first().control
+
+    def status(self) -> dict[str, object]:
+        """/status: top-level `backends` and `replicas` are the first route's (as before routes)."""
+        first = self._first()
+        data: dict[str, object] = {"draining": self.draining, "backends": first.pool.status()}
+        if first.control is not None:
+            data["replicas"] = first.control.status_json()
+        if first.discovery is not None:
+            data["discovery"] = first.discovery.status()
+        data["services"] = [r.status() for r in self.routes]
+        for key, read in self.status_extra.items():
+            data[key] = read()
+        return data
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        self.proxy = Proxy(self.pool, clock=self.clock, upstream_timeout=config.upstream_timeout,
+        self.proxy = Proxy(self.routes, self.not_found, clock=self.clock, upstream_timeout=config.upstream_timeout,
                            connect_timeout=config.connect_timeout, max_header_bytes=config.max_header_bytes,
                            idle_timeout=config.idle_timeout, log=self.log)
         self._server = await loop.create_server(self.proxy.protocol, config.listen.host, config.listen.port,
@@ -84,8 +155,12 @@ class Balancer:
         site = web.TCPSite(self._admin, config.admin_listen.host, config.admin_listen.port, reuse_address=True)
         await site.start()
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._tasks = [asyncio.create_task(self._sweep())]
-        self._tasks += [asyncio.create_task(factory()) for factory in self.background]
+        self._started = True
+        self.supervisor.start("sweep", self._sweep)
+        for route in self.routes:
+            self._start_loops(route)
+        for i, factory in enumerate(self.background):
+            self.supervisor.start(f"background:{i}", factory)
         self.log.info("listening", extra={"proxy": f"{config.listen.host}:{self.proxy_port}",
                                           "admin": f"{config.admin_listen.host}:{self.admin_port}",
                                           "backends": [b.address for b in self.pool.backends]})
@@ -118,17 +193,16 @@ class Balancer:
                     self.log.warning("drain timeout; closing busy connections",
                                      extra={"busy_connections": proxy.busy()})
             proxy.abort_all()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        for backend in self.pool.backends:
-            for conn in list(backend.idle):
-                conn.close()
+        await self.supervisor.stop_all()
+        for route in self.routes:
+            for backend in route.pool.backends:
+                for conn in list(backend.idle):
+                    conn.close()
         if self._admin is not None:
             await self._admin.cleanup()
-        if self.orchestrator is not None:
-            await self.orchestrator.close()
+        for route in self.routes:
+            if route.orchestrator is not None:
+                await route.orchestrator.close()
         self.log.info("stopped")
 
     def request_stop(self) -> None:

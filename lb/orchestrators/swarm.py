@@ -94,8 +94,10 @@ class SwarmOrchestrator(Orchestrator):
     # --- plumbing ------------------------------------------------------------------------------
     def _api(self) -> docker.APIClient:
         if self._client is None:
+            # The client passes its timeout to `requests`, which takes seconds as a float too.
+            timeout: Any = self.config.docker_timeout
             self._client = docker.APIClient(base_url=self.config.docker_host, version=API_VERSION,
-                                            timeout=self.config.docker_timeout)
+                                            timeout=timeout)
         return self._client
 
     async def _call(self, what: str, fn: Callable[[], T], calls: int = 2) -> T:
@@ -193,7 +195,7 @@ class SwarmOrchestrator(Orchestrator):
 
     def _scale_sync(self, replicas: int) -> bool:
         """Set only the replica count, at the version just read. True when it changed anything."""
-        api = self._api()
+        api: Any = self._api()   # its private helpers post a spec as read, untouched
         for _ in range(SCALE_ATTEMPTS):
             service = self._service_sync()
             spec = service["Spec"]

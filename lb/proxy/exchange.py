@@ -16,6 +16,7 @@ from lb.proxy.upstream import PAUSE_BODY, UpstreamConnection
 if TYPE_CHECKING:
     from lb.collect.backend import Backend
     from lb.proxy.protocol import ClientConnection
+    from lb.routing.route import Route
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 REPLAY_MAX = 64 * 1024       # request bodies up to this size are kept so the request can be retried
@@ -45,6 +46,8 @@ class Exchange:
     tunnel_data = b""                # bytes the client sent after an Upgrade request
     upstream_keep_alive = False
     head_out: list[bytes] | None = None   # response head held back to share a write with the body
+    route: Route                     # set by the client connection: whose pool serves this request
+    unmatched: tuple[str, str] | None = None   # (host, path) of a request no route matched
 
     def __init__(self, client: ClientConnection, method: bytes, req: RequestHead, keep_alive: bool,
                  http11: bool) -> None:
@@ -94,7 +97,11 @@ class Exchange:
     # --- choosing a backend --------------------------------------------------------------------
     def start(self) -> None:
         client = self.client
-        pool = client.proxy.pool
+        route = self.route
+        if route.not_found:
+            self._not_found()
+            return
+        pool = route.pool
         backend = pool.pick(self.tried)
         if backend is None:
             self._unrouted(502 if self.tried else 503)
@@ -120,7 +127,7 @@ class Exchange:
                 proxy.log.warning("backend connect failed",
                                   extra={"backend": backend.address, "error": repr(exc)})
             if self.finished:           # the client left; abort() already ended the accounting
-                proxy.pool.failure(backend)
+                self.route.pool.failure(backend)
                 return
             self._try_another(backend)  # nothing was sent: any method may go elsewhere
             return
@@ -285,7 +292,7 @@ class Exchange:
             return
         self.upstream = None
         conn.exchange = None
-        pool = self.client.proxy.pool
+        pool = self.route.pool
         if self.response_started:
             if self.close_delimited:    # the close was the end of the body
                 self.close_after = self.close_after or not self.rechunk
@@ -309,7 +316,7 @@ class Exchange:
 
     def _try_another(self, backend: Backend) -> None:
         """An attempt on `backend` failed before any answer: try another backend, or give up."""
-        self.client.proxy.pool.abandon(backend, failed=True)
+        self.route.pool.abandon(backend, failed=True)
         self.tried += (backend,)
         self.backend = None
         if len(self.tried) < MAX_ATTEMPTS:
@@ -320,18 +327,29 @@ class Exchange:
     def _unrouted(self, status: int) -> None:
         """No backend (left) to try: the proxy answers alone."""
         self._end(status, failed=False)   # holds no backend here: this only gives back a retry slot
-        self.client.proxy.pool.unrouted(status)
+        self.route.pool.unrouted(status)
         self.respond_error(status)
+
+    def _not_found(self) -> None:
+        """No route matches: 404, with a one-line body naming the host and path."""
+        self.route.pool.unrouted(404)
+        host, path = self.unmatched or ("", "")
+        body = f"no route for host {host or '(none)'} and path {path}\n".encode("latin-1", "replace")
+        close = not self.keep_alive or (self.req.has_body and not self.request_done) or self.req.upgrade
+        self.client.transport.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+                                    b"Content-Length: %d\r\n%s\r\n%s"
+                                    % (len(body), b"Connection: close\r\n" if close else b"", body))
+        self._done(close)
 
     # --- ending --------------------------------------------------------------------------------
     def _end(self, status: int, failed: bool) -> None:
         backend = self.backend
         if backend is not None:
             self.backend = None
-            self.client.proxy.pool.end(backend, self.started, status, failed)
+            self.route.pool.end(backend, self.started, status, failed)
         if self.retrying:
             self.retrying = False
-            self.client.proxy.pool.retry_done()
+            self.route.pool.retry_done()
 
     def respond_error(self, status: int) -> None:
         if self.finished:

@@ -10,24 +10,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import TYPE_CHECKING
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from lb.clock import Clock
-from lb.collect.pool import Pool
 from lb.proxy.exchange import Exchange
 from lb.proxy.headers import REASONS, build_request, error_response
 from lb.proxy.upstream import IDLE_S, PAUSE_BODY, PAUSE_UPSTREAM, WRITE_HIGH, WRITE_LOW, UpstreamConnection, close_stale
 
 MAX_QUEUED = 32       # pipelined requests parsed ahead of the one in progress
 
+if TYPE_CHECKING:
+    from lb.routing.route import Route
+    from lb.routing.table import RouteTable
+
 
 class Proxy:
-    """What every client connection shares: the pool, settings, and the open connections."""
+    """What every client connection shares: the routes, settings, and the open connections."""
 
-    def __init__(self, pool: Pool, *, clock: Clock, upstream_timeout: float, connect_timeout: float,
+    def __init__(self, routes: RouteTable, not_found: Route, *, clock: Clock, upstream_timeout: float,
+                 connect_timeout: float,
                  max_header_bytes: int, idle_timeout: float, log: logging.Logger) -> None:
-        self.pool = pool
+        self.routes = routes
+        self.not_found = not_found      # the route of requests no rule matches: answered 404
         self.clock = clock
         self.upstream_timeout = upstream_timeout
         self.connect_timeout = connect_timeout
@@ -66,9 +72,10 @@ class Proxy:
                     queue[0].timed_out()
             elif conn.tunnel is None and now - conn.idle_since >= idle_timeout:
                 conn.close()
-        for backend in self.pool.backends:
-            if backend.idle:
-                close_stale(backend, now, self.upstream_idle_s)
+        for route in self.routes:
+            for backend in route.pool.backends:
+                if backend.idle:
+                    close_stale(backend, now, self.upstream_idle_s)
 
     def abort_all(self) -> None:
         for conn in list(self.connections):
@@ -188,6 +195,14 @@ class ClientConnection(asyncio.Protocol):
             req = build_request(method, self.url, headers, self.client_ip, parser.should_upgrade(), http11)
             self.last_request = (self.url, headers, method, http11, req)
         exchange = Exchange(self, method, req, parser.should_keep_alive(), http11)
+        routes = self.proxy.routes
+        route = routes.single
+        if route is None:   # several routes: look the request up (one catch-all route needs no look)
+            route, host, path = routes.match_request(self.url, headers)
+            if route is None:
+                route = self.proxy.not_found
+                exchange.unmatched = (host, path)
+        exchange.route = route
         self.parsing = exchange
         self.url = b""            # ready for the next head (no on_message_begin: one call fewer)
         self.headers = []
@@ -242,7 +257,7 @@ class ClientConnection(asyncio.Protocol):
             self._send_error(self.pending_error)
             return
         proxy = self.proxy
-        self.idle_since = proxy.pool.changed_at   # the clock's time of this very request's end
+        self.idle_since = exchange.route.pool.changed_at   # the clock's time of this very request's end
         if proxy.draining:
             self.close()
             self._maybe_idle()

@@ -57,6 +57,9 @@ class SteadyLoad:
         return [self.latency * 1000.0 for _ in qs]
 
 
+WEB = {"service": "web"}   # every scaling series names its service
+
+
 def make_loop(replicas=1, **env):
     values = {"LB_TARGET_INFLIGHT": "10", "LB_STABLE_WINDOW": "20", "LB_PANIC_WINDOW": "4",
               "LB_SCALE_INTERVAL": "2", "LB_MIN_REPLICAS": "1", "LB_MAX_REPLICAS": "10"}
@@ -66,7 +69,7 @@ def make_loop(replicas=1, **env):
     load = SteadyLoad(clock)
     orchestrator = MemoryOrchestrator(["127.0.0.1:1"], replicas=replicas)
     registry = CollectorRegistry()
-    loop = ControlLoop(config, load, orchestrator, clock=clock, registry=registry)
+    loop = ControlLoop(config, load, orchestrator, clock=clock, registry=registry, name="web")
     return loop, clock, load, orchestrator, registry
 
 
@@ -142,7 +145,7 @@ async def test_an_unreachable_engine_is_counted_backed_off_and_survived():
     load.set(40)
     await run_for(loop, clock, 30)
     assert orch.scale_calls == []
-    failures = registry.get_sample_value("lb_orchestrator_errors_total")
+    failures = registry.get_sample_value("lb_orchestrator_errors_total", WEB)
     assert 2 <= failures < 15         # 2 s interval would give 15; backing off gives fewer
     assert loop.outage.ok is False
 
@@ -150,7 +153,7 @@ async def test_an_unreachable_engine_is_counted_backed_off_and_survived():
     await run_for(loop, clock, 40)
     assert orch.replicas == 4
     assert loop.outage.ok is True
-    assert registry.get_sample_value("lb_replicas_current") == 4
+    assert registry.get_sample_value("lb_replicas_current", WEB) == 4
 
 
 async def test_each_decision_is_logged_with_inputs_and_reason(caplog):
@@ -166,7 +169,7 @@ async def test_each_decision_is_logged_with_inputs_and_reason(caplog):
     status = loop.status_json()
     assert status["current"] == 3 and status["desired"] == 3
     assert status["last_decision"]["inputs"]["replicas"] == 3
-    assert registry.get_sample_value("lb_scale_events_total", {"direction": "up"}) == 1
+    assert registry.get_sample_value("lb_scale_events_total", {"service": "web", "direction": "up"}) == 1
 
 
 async def test_a_hanging_orchestrator_does_not_stall_the_loop():
@@ -178,4 +181,38 @@ async def test_a_hanging_orchestrator_does_not_stall_the_loop():
 
     orch.current_replicas = hang  # type: ignore[method-assign]
     await loop.tick()               # returns: the wait is bounded by LB_DOCKER_TIMEOUT
-    assert registry.get_sample_value("lb_orchestrator_errors_total") == 1
+    assert registry.get_sample_value("lb_orchestrator_errors_total", WEB) == 1
+
+
+class Flaky:
+    """A user policy that raises on its first call, then answers `answers` in turn."""
+
+    name = "flaky"
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def initial_state(self):
+        return None
+
+    def decide(self, snapshot, state):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("boom")
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return Decision(answer, "flaky says so"), state
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), None])
+async def test_a_policy_that_raises_or_overflows_keeps_the_replicas_and_the_loop_goes_on(bad, caplog):
+    loop, clock, load, orch, registry = make_loop(replicas=2)
+    loop.policy = Flaky(bad, bad, 4)
+    with caplog.at_level(logging.ERROR, logger="lb.control"):
+        await run_for(loop, clock, 10)
+    failed = [r for r in caplog.records if r.getMessage().startswith("policy failed")]
+    assert failed and failed[0].exc_info is not None        # logged with its traceback
+    assert loop.policy_errors == len(failed) >= 3           # the raise and both unusable answers
+    assert registry.get_sample_value("lb_policy_errors_total", WEB) == loop.policy_errors
+    assert orch.scale_calls == [4]                          # kept 2 meanwhile, then went on deciding
+    assert loop.status.current == 4

@@ -85,8 +85,8 @@ async def test_engine_outage_keeps_the_pool_logs_once_backs_off_and_recovers(cap
     assert pauses[:3] == [2.0, 4.0, 8.0] and max(pauses) == MAX_BACKOFF_S
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "unreachable" in warnings[0].error
-    assert registry.get_sample_value("lb_discovery_errors_total") == 8
-    assert registry.get_sample_value("lb_discovery_up") == 0
+    assert registry.get_sample_value("lb_discovery_errors_total", {"service": "web"}) == 8
+    assert registry.get_sample_value("lb_discovery_up", {"service": "web"}) == 0
     assert discovery.status()["ok"] is False
 
     orchestrator.failure = None
@@ -96,8 +96,8 @@ async def test_engine_outage_keeps_the_pool_logs_once_backs_off_and_recovers(cap
     assert "10.0.0.9:8000" in addresses(pool)
     assert [r.msg for r in caplog.records if r.levelno == logging.INFO][-2:] == \
         ["discovery recovered", "backends changed"]
-    assert registry.get_sample_value("lb_discovery_up") == 1
-    assert registry.get_sample_value("lb_discovery_backends") == 1
+    assert registry.get_sample_value("lb_discovery_up", {"service": "web"}) == 1
+    assert registry.get_sample_value("lb_discovery_backends", {"service": "web"}) == 1
 
     orchestrator.failure = OrchestratorError("again")   # a new outage is logged again, once
     await discovery.refresh()
@@ -144,16 +144,17 @@ async def test_run_looks_every_interval_and_slower_while_failing():
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_install_hooks_into_the_balancer():
+async def test_the_balancer_wires_discovery_into_its_single_route():
     from lb.server import Balancer
 
     config = Config.from_env({"LB_SERVICE": "web"})
     balancer = Balancer(config, FakeClock(), orchestrator=MemoryOrchestrator(["10.0.0.1:8000"]))
-    discovery = balancer.discovery     # Swarm mode: the balancer installs discovery itself
-    assert discovery is not None and discovery.run in balancer.background
-    assert balancer.status_extra["discovery"]()["source"] == "engine"
+    [route] = balancer.routes
+    discovery = balancer.discovery     # Swarm mode: the route's discovery, run by the balancer
+    assert discovery is route.discovery and route.loops()["discovery:web"] == discovery.run
+    assert balancer.status()["discovery"]["source"] == "engine"
     await discovery.refresh()
-    assert balancer.registry.get_sample_value("lb_discovery_backends") == 1
+    assert balancer.registry.get_sample_value("lb_discovery_backends", {"service": "web"}) == 1
     assert [b.address for b in balancer.pool.backends] == ["10.0.0.1:8000"]
 
 
