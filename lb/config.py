@@ -166,6 +166,8 @@ class Config:
     # --- acting: the Swarm ------------------------------------------------------------------
     service: str = env("LB_SERVICE", "", _text,
                        "Swarm service to balance and scale (short stack name or full name).")
+    stack: str = env("LB_STACK", "", _text,
+                     "With LB_SERVICE empty: balance only the labelled services of this stack.")
     backend_port: int = env("LB_BACKEND_PORT", "8000", _port,
                             "Port the service's tasks listen on.")
     network: str = env("LB_NETWORK", "", _text,
@@ -214,6 +216,11 @@ class Config:
     @property
     def swarm_mode(self) -> bool:
         return bool(self.service)
+
+    @property
+    def labels_mode(self) -> bool:
+        """No LB_SERVICE and no LB_BACKENDS: serve every service labelled swarmscale.enable=true."""
+        return not self.service and not self.backends
 
     def policy_settings(self) -> dict[str, float]:
         """What a policy may read: plain numbers, so `policies` stays free of `lb`."""

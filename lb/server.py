@@ -20,12 +20,13 @@ from lb.collect.metrics import PoolCollector
 from lb.collect.pool import Pool
 from lb.config import Config
 from lb.control import ControlCollector, ControlLoop
-from lb.discovery import Discovery, DiscoveryCollector, choose_orchestrator
-from lb.orchestrators.base import Orchestrator
+from lb.discovery import Discovery, DiscoveryCollector, choose_orchestrator, engine_socket_problem
+from lb.orchestrators.base import Catalog, Orchestrator
 from lb.orchestrators.memory import MemoryOrchestrator
 from lb.proxy.protocol import Proxy
 from lb.routing.route import Route
 from lb.routing.table import RouteTable
+from lb.routing.watch import ServiceWatcher
 from lb.supervise import Supervisor
 
 _SWEEP_S = 0.5   # at most this long between looks for timed-out requests and idle connections
@@ -33,7 +34,7 @@ _SWEEP_S = 0.5   # at most this long between looks for timed-out requests and id
 
 class Balancer:
     def __init__(self, config: Config, clock: Clock | None = None,
-                 orchestrator: Orchestrator | None = None) -> None:
+                 orchestrator: Orchestrator | None = None, catalog: Catalog | None = None) -> None:
         self.config = config
         self.clock = clock or Clock()
         self.log = logging.getLogger("lb")
@@ -51,8 +52,13 @@ class Balancer:
         self.status_extra: dict[str, Callable[[], object]] = {}
         self.background: list[Callable[[], Awaitable[None]]] = []
         self.orchestrator: Orchestrator | None = None
+        self.watcher: ServiceWatcher | None = None
         self._started = False
-        self._wire_single(orchestrator)
+        self._closing: set[asyncio.Task[None]] = set()
+        if config.labels_mode and orchestrator is None:
+            self._wire_labels(catalog)
+        else:
+            self._wire_single(orchestrator)
         self.draining = False
         self.proxy: Proxy | None = None
         self.proxy_port = 0
@@ -80,6 +86,22 @@ class Balancer:
         route.attach(orchestrator, discover=config.swarm_mode, scale=True)
         self.add_route(route)
 
+    def _wire_labels(self, catalog: Catalog | None) -> None:
+        """The multi-service mode: a route per labelled service, kept up to date by a watcher."""
+        if catalog is None:
+            problem = engine_socket_problem(self.config.docker_host)
+            if problem is not None:
+                # As before routes: one catch-all route with no backends (503 with Retry-After).
+                self.log.warning("LB_SERVICE and LB_BACKENDS are empty and the Docker engine is out of reach: "
+                                 "no labelled services to serve", extra={"reason": problem})
+                self._wire_single(None)
+                return
+            from lb.orchestrators.swarm import SwarmCatalog  # imports `docker` only when needed
+
+            catalog = SwarmCatalog(self.config)
+        self.catalog = catalog
+        self.watcher = ServiceWatcher(self.config, catalog, self, self.clock)
+
     # --- routes --------------------------------------------------------------------------------
     def _pools(self) -> list[tuple[str, Pool]]:
         pools = [(r.name, r.pool) for r in self.routes]
@@ -92,6 +114,8 @@ class Balancer:
         old = self.routes.routes.get(route.name)
         if old is not None and old is not route:
             self._stop_loops(old)
+            if old.orchestrator is not route.orchestrator:
+                self._close_later(old)
         self.routes.put(route)
         if self._started:
             self._start_loops(route)
@@ -102,7 +126,14 @@ class Balancer:
         if route is not None:
             self._stop_loops(route)
             route.pool.update([])
+            self._close_later(route)
         return route
+
+    def _close_later(self, route: Route) -> None:
+        if route.orchestrator is not None:
+            task = asyncio.get_running_loop().create_task(route.orchestrator.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _start_loops(self, route: Route) -> None:
         for task, run in route.loops().items():
@@ -136,7 +167,11 @@ class Balancer:
             data["replicas"] = first.control.status_json()
         if first.discovery is not None:
             data["discovery"] = first.discovery.status()
-        data["services"] = [r.status() for r in self.routes]
+        services = [r.status() for r in self.routes]
+        if self.watcher is not None:
+            data["watch"] = self.watcher.status()
+            services += self.watcher.invalid_status()
+        data["services"] = services
         for key, read in self.status_extra.items():
             data[key] = read()
         return data
@@ -159,6 +194,8 @@ class Balancer:
         self.supervisor.start("sweep", self._sweep)
         for route in self.routes:
             self._start_loops(route)
+        if self.watcher is not None:
+            self.supervisor.start("watch:services", self.watcher.run)
         for i, factory in enumerate(self.background):
             self.supervisor.start(f"background:{i}", factory)
         self.log.info("listening", extra={"proxy": f"{config.listen.host}:{self.proxy_port}",
@@ -203,6 +240,9 @@ class Balancer:
         for route in self.routes:
             if route.orchestrator is not None:
                 await route.orchestrator.close()
+        if self.watcher is not None:
+            await self.watcher.catalog.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         self.log.info("stopped")
 
     def request_stop(self) -> None:

@@ -7,7 +7,12 @@ the unit tests and `LB_BACKENDS` mode.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lb.config import Config
 
 
 class OrchestratorError(RuntimeError):
@@ -42,3 +47,32 @@ class Orchestrator(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Release what the orchestrator holds (clients, threads)."""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A service that asks to be balanced (label swarmscale.enable), as the engine lists it."""
+
+    name: str                                   # full name, e.g. "shop_vote"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    id: str = ""
+    stack: str | None = None
+
+    @property
+    def short_name(self) -> str:
+        return self.name.removeprefix(f"{self.stack}_") if self.stack else self.name
+
+
+class Catalog(abc.ABC):
+    """The labelled services (multi-service mode), and an orchestrator for each one."""
+
+    @abc.abstractmethod
+    async def labelled_services(self) -> list[ServiceInfo]:
+        """Services with a `swarmscale.enable` label that this balancer can reach. May raise OrchestratorError."""
+
+    @abc.abstractmethod
+    def orchestrator(self, config: Config) -> Orchestrator:
+        """An orchestrator for the one service `config.service` names (full name)."""
+
+    async def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Release what the catalog holds."""

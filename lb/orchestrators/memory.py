@@ -6,7 +6,12 @@ backends are the static list. The unit tests use it in place of a Swarm, and may
 
 from __future__ import annotations
 
-from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
+from typing import TYPE_CHECKING
+
+from lb.orchestrators.base import BackendInfo, Catalog, Orchestrator, OrchestratorError, ServiceInfo
+
+if TYPE_CHECKING:
+    from lb.config import Config
 
 
 class MemoryOrchestrator(Orchestrator):
@@ -35,3 +40,29 @@ class MemoryOrchestrator(Orchestrator):
     async def running_backends(self) -> list[BackendInfo]:
         self._check()
         return [BackendInfo(address) for address in self.backends]
+
+
+class MemoryCatalog(Catalog):
+    """Labelled services kept in memory: tests set `services` and each one's orchestrator."""
+
+    def __init__(self) -> None:
+        self.services: list[ServiceInfo] = []
+        self.orchestrators: dict[str, MemoryOrchestrator] = {}
+        self.failure: OrchestratorError | None = None
+
+    def add(self, name: str, labels: dict[str, str], backends: list[str]) -> MemoryOrchestrator:
+        self.services = [s for s in self.services if s.name != name] + [ServiceInfo(name, labels)]
+        orchestrator = self.orchestrators.setdefault(name, MemoryOrchestrator(backends))
+        orchestrator.backends = list(backends)
+        return orchestrator
+
+    def remove(self, name: str) -> None:
+        self.services = [s for s in self.services if s.name != name]
+
+    async def labelled_services(self) -> list[ServiceInfo]:
+        if self.failure is not None:
+            raise self.failure
+        return list(self.services)
+
+    def orchestrator(self, config: Config) -> Orchestrator:
+        return self.orchestrators.setdefault(config.service, MemoryOrchestrator([]))

@@ -25,7 +25,7 @@ import docker.errors
 import requests.exceptions
 
 from lb.config import Config
-from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
+from lb.orchestrators.base import BackendInfo, Catalog, Orchestrator, OrchestratorError, ServiceInfo
 
 log = logging.getLogger("lb.swarm")
 
@@ -35,6 +35,8 @@ T = TypeVar("T")
 #: serve. Pinned so the client makes no version call when it is created (the engine may be down).
 API_VERSION = "1.41"
 STACK_LABEL = "com.docker.stack.namespace"
+#: The label a service carries to be balanced in the multi-service mode (lb.routing.labels.ENABLE).
+ENABLE_LABEL = "swarmscale.enable"
 #: Attempts at an update when the engine answers "update out of sequence" (someone else wrote first).
 SCALE_ATTEMPTS = 5
 
@@ -72,24 +74,15 @@ class _Self:
     network_ids: frozenset[str] = frozenset()
 
 
-class SwarmOrchestrator(Orchestrator):
-    """Scales and lists the tasks of LB_SERVICE through the engine API."""
+class _Engine:
+    """A client of the engine: calls run on a small dedicated thread pool, bounded, errors explained."""
 
-    can_scale = True
-
-    def __init__(self, config: Config, *,
-                 client: docker.APIClient | None = None, container_id: str | None = "auto") -> None:
-        """`container_id`: "auto" finds the balancer's own container; None means not in one."""
-        if not config.service:
-            raise OrchestratorError("LB_SERVICE is empty: nothing to orchestrate")
+    def __init__(self, config: Config, client: docker.APIClient | None, container_id: str | None) -> None:
         self.config = config
         self._client = client
         self._container_id = own_container_id() if container_id == "auto" else container_id
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="docker")
         self._self: _Self | None = None
-        self._service_id: str | None = None
-        self.service_name: str | None = None   # the full name, once resolved
-        self.update_conflicts = 0              # "update out of sequence" answers, retried
 
     # --- plumbing ------------------------------------------------------------------------------
     def _api(self) -> docker.APIClient:
@@ -125,7 +118,6 @@ class SwarmOrchestrator(Orchestrator):
             await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # --- resolving the service -----------------------------------------------------------------
     def _whoami_sync(self) -> _Self:
         if self._self is not None:
             return self._self
@@ -142,6 +134,55 @@ class SwarmOrchestrator(Orchestrator):
                            frozenset(n.get("NetworkID", "") for n in networks if n.get("NetworkID")))
         self._self = me
         return me
+
+
+class SwarmCatalog(_Engine, Catalog):
+    """The services labelled swarmscale.enable that share a network with the balancer (LB_STACK: one stack)."""
+
+    def __init__(self, config: Config, *,
+                 client: docker.APIClient | None = None, container_id: str | None = "auto") -> None:
+        super().__init__(config, client, container_id)
+
+    async def labelled_services(self) -> list[ServiceInfo]:
+        return await self._call("list labelled services", self._labelled_sync)
+
+    def _labelled_sync(self) -> list[ServiceInfo]:
+        me = self._whoami_sync()
+        found = []
+        for service in self._api().services(filters={"label": ENABLE_LABEL}):
+            spec = service["Spec"]
+            labels = spec.get("Labels") or {}
+            stack = labels.get(STACK_LABEL)
+            if self.config.stack and stack != self.config.stack:
+                continue
+            networks = (spec.get("TaskTemplate") or {}).get("Networks") or spec.get("Networks") or []
+            targets = {n.get("Target") for n in networks}
+            if me.network_ids and not targets & me.network_ids:
+                continue   # it cannot be reached from here: not ours to balance
+            found.append(ServiceInfo(spec["Name"], labels, service["ID"], stack))
+        found.sort(key=lambda s: s.name)
+        return found
+
+    def orchestrator(self, config: Config) -> Orchestrator:
+        return SwarmOrchestrator(config, container_id=self._container_id)
+
+
+class SwarmOrchestrator(_Engine, Orchestrator):
+    """Scales and lists the tasks of one service (LB_SERVICE, or a labelled one) through the engine API."""
+
+    can_scale = True
+
+    def __init__(self, config: Config, *,
+                 client: docker.APIClient | None = None, container_id: str | None = "auto") -> None:
+        """`container_id`: "auto" finds the balancer's own container; None means not in one."""
+        if not config.service:
+            raise OrchestratorError("LB_SERVICE is empty: nothing to orchestrate")
+        super().__init__(config, client, container_id)
+        self._service_id: str | None = None
+        self.service_name: str | None = None   # the full name, once resolved
+        self.update_conflicts = 0              # "update out of sequence" answers, retried
+
+    # --- resolving the service -----------------------------------------------------------------
 
     def _find_service_sync(self, name: str) -> dict[str, Any] | None:
         # The engine's name filter matches prefixes: keep the exact match only.

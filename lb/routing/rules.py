@@ -91,9 +91,9 @@ class _Parser:
     def take(self, kind: str, value: str | None = None) -> str:
         token = self.peek()
         if token is None or token[0] != kind or (value is not None and token[1] != value):
-            want = value or kind
+            want = value or {"str": "a quoted argument (`...`)", "name": "a matcher"}.get(kind, kind)
             got = "the end" if token is None else repr(token[1])
-            raise RuleError(f"expected {want!r}, found {got}")
+            raise RuleError(f"expected {want}, found {got}")
         self.i += 1
         return token[1]
 

@@ -62,7 +62,7 @@ async def balancer_factory() -> AsyncIterator[Callable[..., Awaitable[Balancer]]
 
     async def start(addresses: list[str], **overrides: object) -> Balancer:
         config = Config.from_env(
-            {}, listen=HostPort(LOCAL, 0), admin_listen=HostPort(LOCAL, 0),
+            {"LB_DOCKER_HOST": "unix:///nonexistent"}, listen=HostPort(LOCAL, 0), admin_listen=HostPort(LOCAL, 0),
             backends=tuple(HostPort(LOCAL, int(a.rpartition(":")[2])) for a in addresses), **overrides)
         balancer = Balancer(config)
         await balancer.start()

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from lb.config import documented_variables
+from lb.routing.labels import documented_labels
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -18,3 +19,8 @@ def test_the_quick_start_has_the_two_commands_and_ci_calls_the_test_one():
     assert "make demo" in quick_start and "make test" in quick_start
     ci = (Path(__file__).resolve().parents[2] / ".ci/run").read_text()
     assert "\nmake test\n" in ci
+
+
+def test_every_service_label_is_in_the_readme_labels_table():
+    for label, doc in documented_labels():
+        assert f"| `{label}` | {doc} |" in README, label
