@@ -8,11 +8,17 @@
 # Tunables are environment variables read by deploy/stack.yml (LB_TARGET_INFLIGHT=8 swarm.sh up),
 # LB_PUBLISHED_PORT / LB_ADMIN_PUBLISHED_PORT (8080 / 8081) and LB_DOCKER_SOCKET among them.
 # SWARMSCALE_STACK (default swarmscale) names the stack; SWARMSCALE_UP_TIMEOUT bounds the wait.
+# SWARMSCALE_FILE (default deploy/stack.yml) is the stack file; `make demo` uses deploy/demo.yml
+# (with SWARMSCALE_PROBE_PATH=/vote/: up waits until that path serves, `/` by default).
+# A re-deploy keeps each service's current replicas: <NAME>_REPLICAS (WEB_REPLICAS, VOTE_REPLICAS, ...)
+# is read from the running service before `docker stack deploy` (the file's value otherwise).
 # SWARMSCALE_TAG (default dev) tags the images, so two checkouts can share one engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STACK=${SWARMSCALE_STACK:-swarmscale}
+FILE=${SWARMSCALE_FILE:-deploy/stack.yml}
+PROBE=${SWARMSCALE_PROBE_PATH:-/}   # a path the stack answers 200 on once it serves
 UP_TIMEOUT=${SWARMSCALE_UP_TIMEOUT:-120}
 DOWN_TIMEOUT=${SWARMSCALE_DOWN_TIMEOUT:-90}
 BASE=${SWARMSCALE_BASE_IMAGE:-swarmscale/base:bookworm}
@@ -71,6 +77,29 @@ explain_failure() {
     docker service logs --tail 20 "${STACK}_lb" 2>&1 | tail -20 >&2
 }
 
+# `docker stack deploy` sets every service to the file's replicas (leaving `replicas:` out does not
+# help on this engine: docker/cli#2235), which would undo the balancer's scaling under load. So each
+# running service's current count is exported as <SHORT_NAME>_REPLICAS for the file to use, unless
+# the caller set it. The balancer itself (lb) always runs one.
+keep_replicas() {
+    local name replicas short var
+    while read -r name replicas; do
+        [ -n "$name" ] || continue
+        short=${name#"${STACK}_"}
+        [ "$short" = lb ] && continue
+        var=$(echo "$short" | tr '[:lower:]-' '[:upper:]_')_REPLICAS
+        if [ -z "${!var:-}" ] && [[ "$replicas" =~ ^[0-9]+$ ]]; then
+            export "$var=$replicas"
+            say "keeping $name at $replicas replicas ($var)"
+        fi
+    done < <(docker service ls --filter "label=com.docker.stack.namespace=$STACK" \
+                 --format '{{.Name}}' 2>/dev/null | while read -r n; do
+                 echo "$n $(docker service inspect -f '{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{end}}' "$n" 2>/dev/null)"
+             done)
+    # First deploy: start from the minimum the balancer will keep anyway.
+    export WEB_REPLICAS=${WEB_REPLICAS:-${LB_MIN_REPLICAS:-1}}
+}
+
 up() {
     image   # ensures the engine and the Swarm first
     # A tag per image content: re-deploying after a rebuild rolls the services onto the new image
@@ -90,15 +119,16 @@ up() {
     export LB_IMAGE=${LB_IMAGE:-swarmscale/lb:$lb_id}
     export WEB_IMAGE=${WEB_IMAGE:-swarmscale/web:$web_id}
 
+    keep_replicas
     local start=$SECONDS
     # No registry: never ask one for the image's digest.
     local out
-    if ! out=$(docker stack deploy --resolve-image never -c deploy/stack.yml "$STACK" 2>&1); then
+    if ! out=$(docker stack deploy --resolve-image never -c "$FILE" "$STACK" 2>&1); then
         echo "$out" >&2
         say "docker stack deploy failed"
         return 1
     fi
-    until http_ok "$ADMIN_PORT" /healthz && http_ok "$PORT" /; do
+    until http_ok "$ADMIN_PORT" /healthz && http_ok "$PORT" "$PROBE"; do
         if [ $((SECONDS - start)) -ge "$UP_TIMEOUT" ]; then
             explain_failure
             return 1
