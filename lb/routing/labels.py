@@ -4,8 +4,9 @@ A Swarm service joins the balancer (with LB_SERVICE empty) through its `deploy.l
 `swarmscale.enable=true`, `swarmscale.rule` (a Traefik-style rule), `swarmscale.port`,
 `swarmscale.priority`, `swarmscale.scale=false`, and one label per scaling setting, derived from
 its variable's name (`LB_TARGET_INFLIGHT` -> `swarmscale.target-inflight`) and parsed with the
-variable's own parser, so its range is the same. An unknown `swarmscale.*` label is an error too
-(a typo must not silently mean the default).
+variable's own parser, so its range is the same. An unknown `swarmscale.*` label is not an error
+(other tools, and the project's tests, put their own there) but is reported (`ignored`), so a typo
+is logged rather than silently meaning the default.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class ServiceRoute:
     port: int
     scale: bool
     overrides: dict[str, Any] = field(default_factory=dict)   # Config field name -> value
+    ignored: tuple[str, ...] = field(default=(), compare=False)   # unknown swarmscale.* labels
 
     def config(self, base: Config, service: str) -> Config:
         """The balancer's settings for this service: base, with the labels' overrides."""
@@ -95,9 +97,7 @@ def parse_labels(labels: Mapping[str, str], base: Config, default_host: str) -> 
     _bool(ENABLE, labels.get(ENABLE, "true"))
     fields = scaling_fields()
     known = {ENABLE, RULE, PORT, PRIORITY, SCALE, *fields}
-    for name in sorted(labels):
-        if name.startswith(PREFIX) and name not in known:
-            raise LabelError(f"{name}: unknown label (known: {', '.join(sorted(known))})")
+    ignored = tuple(sorted(n for n in labels if n.startswith(PREFIX) and n not in known))
     text = labels.get(RULE, f"Host(`{default_host}`)")
     try:
         rule = parse_rule(text)
@@ -113,7 +113,7 @@ def parse_labels(labels: Mapping[str, str], base: Config, default_host: str) -> 
                 overrides[f.name] = f.metadata["parse"](labels[label])
             except ValueError as exc:
                 raise LabelError(f"{label}={labels[label]!r}: {exc}") from None
-    route = ServiceRoute(rule, priority, port, scale, overrides)
+    route = ServiceRoute(rule, priority, port, scale, overrides, ignored)
     config = route.config(base, "check")
     try:
         config._check()

@@ -97,6 +97,8 @@ class ServiceWatcher:
         old = self.specs.get(name)
         if old == spec:
             return
+        if spec.ignored and (old is None or old.ignored != spec.ignored):
+            log.warning("unknown swarmscale labels ignored", extra={"service": name, "labels": list(spec.ignored)})
         self.specs[name] = spec
         route = self.sink.routes.routes.get(name)
         if route is not None and old is not None and old.same_service(spec):

@@ -129,12 +129,17 @@ def test_defaults_host_of_the_service_name_and_scale_false():
     ({"swarmscale.min-replicas": "20"}, "swarmscale.min-replicas"),      # above the balancer's max
     ({"swarmscale.policy": "nope"}, "swarmscale.policy"),
     ({"swarmscale.target-inflight": "zero"}, "swarmscale.target-inflight"),
-    ({"swarmscale.max-replica": "3"}, "swarmscale.max-replica"),          # a typo is an error
 ])
 def test_invalid_labels_name_the_label(labels, names):
     with pytest.raises(LabelError) as info:
         parse_labels({"swarmscale.enable": "true", **labels}, BASE, "svc")
     assert str(info.value).startswith(names)
+
+
+def test_unknown_labels_are_reported_not_fatal():
+    spec = parse_labels({"swarmscale.enable": "true", "swarmscale.max-replica": "3", "swarmscale.test": "x"},
+                        BASE, "svc")
+    assert spec.ignored == ("swarmscale.max-replica", "swarmscale.test")
 
 
 def test_scaling_labels_are_derived_from_the_variables():
