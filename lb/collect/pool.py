@@ -30,6 +30,33 @@ class LoadSample:
     inflight: int             # in flight now
 
 
+class Attempt:
+    """One try of a request on one backend, from pick to end: its accounting ends exactly once.
+
+    `Pool.attempt(backend)` begins it (in flight +1); then either `end(status)` (a finished request:
+    counted, its latency or failure recorded) or `abandon()` (retried elsewhere). Whatever ends it
+    first wins; later calls do nothing, so no path can end an attempt twice or leave one open.
+    """
+
+    __slots__ = ("pool", "backend", "started", "open")
+
+    def __init__(self, pool: Pool, backend: Backend, started: float) -> None:
+        self.pool = pool
+        self.backend = backend
+        self.started = started
+        self.open = True
+
+    def end(self, status: int, failed: bool = False) -> None:
+        if self.open:
+            self.open = False
+            self.pool.end(self.backend, self.started, status, failed)
+
+    def abandon(self, failed: bool = True) -> None:
+        if self.open:
+            self.open = False
+            self.pool.abandon(self.backend, failed)
+
+
 class Pool:
     def __init__(self, clock: Clock | None = None, *, slow_start_s: float = 10.0, eject_after: int = 5,
                  eject_base_s: float = 5.0, retry_budget: float = 0.2, rng: random.Random | None = None,
@@ -166,6 +193,10 @@ class Pool:
         self.inflight += 1
         backend.inflight += 1
         return now
+
+    def attempt(self, backend: Backend) -> Attempt:
+        """Begin a request on `backend`: the handle that ends its accounting (see Attempt)."""
+        return Attempt(self, backend, self.begin(backend))
 
     def end(self, backend: Backend, started: float, status: int, failed: bool = False) -> None:
         """The request finished with `status` (ours or the backend's); `failed` counts toward ejection."""

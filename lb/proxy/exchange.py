@@ -15,6 +15,7 @@ from lb.proxy.upstream import PAUSE_BODY, UpstreamConnection
 
 if TYPE_CHECKING:
     from lb.collect.backend import Backend
+    from lb.collect.pool import Attempt
     from lb.proxy.protocol import ClientConnection
     from lb.routing.route import Route
 
@@ -32,7 +33,7 @@ class Exchange:
     request_done = False
     upstream: UpstreamConnection | None = None
     backend: Backend | None = None
-    started = 0.0
+    attempt: Attempt | None = None   # the open try on `backend`: its accounting, ended once
     tried: tuple = ()
     response_started = False
     sent_at = 0.0                    # when the request was all sent: the upstream timeout runs from here
@@ -107,9 +108,9 @@ class Exchange:
             self._unrouted(502 if self.tried else 503)
             return
         self.backend = backend
-        self.started = pool.begin(backend)
+        self.attempt = attempt = pool.attempt(backend)
         if not self.req.has_body or self.request_done:
-            self.sent_at = self.started
+            self.sent_at = attempt.started
         idle = backend.idle   # LIFO keeps the pool small and warm; closing takes a connection out
         if idle:
             self.attach(idle.pop())
@@ -316,7 +317,9 @@ class Exchange:
 
     def _try_another(self, backend: Backend) -> None:
         """An attempt on `backend` failed before any answer: try another backend, or give up."""
-        self.route.pool.abandon(backend, failed=True)
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            attempt.abandon(failed=True)
         self.tried += (backend,)
         self.backend = None
         if len(self.tried) < MAX_ATTEMPTS:
@@ -343,10 +346,10 @@ class Exchange:
 
     # --- ending --------------------------------------------------------------------------------
     def _end(self, status: int, failed: bool) -> None:
-        backend = self.backend
-        if backend is not None:
-            self.backend = None
-            self.route.pool.end(backend, self.started, status, failed)
+        attempt = self.attempt
+        if attempt is not None:
+            self.attempt = self.backend = None
+            attempt.end(status, failed)
         if self.retrying:
             self.retrying = False
             self.route.pool.retry_done()

@@ -27,8 +27,10 @@ docker = pytest.importorskip("docker")
 from tests.e2e.conftest import TEST_LABEL, wait_until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK = "sse2e"
-PORT, ADMIN_PORT = 18080, 18081
+# Overridable, so two checkouts sharing one engine can each run this file (see PLAN: ssr*/ssz*).
+STACK = os.environ.get("SWARMSCALE_E2E_STACK", "sse2e")
+PORT = int(os.environ.get("SWARMSCALE_E2E_PORT", "18080"))
+ADMIN_PORT = PORT + 1
 ENGINE_SOCKET = "/var/run/docker.sock"
 # Small windows so one test run sees a whole grow-and-shrink cycle in well under two minutes.
 SETTINGS = {
@@ -171,7 +173,7 @@ def swarm_sh(command: str, env: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def stack(engine, images):
     """The stack, deployed the way a user does it (swarm.sh up), under its own name and ports."""
-    relay = EngineRelay(Path("/run/swarmscale-e2e"))
+    relay = EngineRelay(Path(f"/run/swarmscale-e2e-{STACK}"))
     env = dict(os.environ, **SETTINGS, SWARMSCALE_STACK=STACK, LB_PUBLISHED_PORT=str(PORT),
                LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT), LB_DOCKER_SOCKET=str(relay.path))
     # A service of someone else's in the same Swarm, which the balancer must leave alone.
@@ -263,3 +265,85 @@ async def test_keeps_serving_while_the_engine_is_unreachable_and_scales_once_it_
         await wait_for(lambda: replicas_of(client, f"{STACK}_web") >= 3, 30, "scaling to resume")
         result = await loaded
     assert result.failed == []
+
+
+async def _under_load(client, clients: int, action, settle: float = 3.0) -> tuple[LoadResult, int, int]:
+    """Load until replicas settle above 1, run `action` (blocking, on a thread), keep loading a while.
+
+    Returns the load's result, the replicas just before the action and the fewest seen after it.
+    """
+    stop = asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        running = asyncio.create_task(load(session, clients, 240, stop=stop))
+        await wait_for(lambda: replicas_of(client, f"{STACK}_web") >= 5, 60, "web scaled out under load")
+        await asyncio.sleep(2)
+        before = replicas_of(client, f"{STACK}_web")
+        lowest = [before]
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not done.is_set():
+                lowest[0] = min(lowest[0], await asyncio.to_thread(replicas_of, client, f"{STACK}_web"))
+                await asyncio.sleep(0.25)
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.to_thread(action)
+        await asyncio.sleep(settle)
+        done.set()
+        await watcher
+        stop.set()
+        result = await running
+    return result, before, lowest[0]
+
+
+def _rolled(client, version: int):
+    def check() -> bool:
+        s = client.services.get(f"{STACK}_web")
+        return s.attrs["Version"]["Index"] > version and (s.attrs.get("UpdateStatus") or {}).get(
+            "State") in ("completed", None)
+    return check
+
+
+async def test_a_rolling_restart_of_web_under_load_loses_no_request(stack):
+    client, _, _ = stack
+
+    def restart() -> None:
+        service = client.services.get(f"{STACK}_web")
+        version = service.attrs["Version"]["Index"]
+        service.force_update()
+        wait_until(_rolled(client, version), 120, "the rolling restart to complete", 0.5)
+
+    result, before, lowest = await _under_load(client, CLIENTS, restart)
+    print(f"\nrolling restart: {result.ok} ok, {len(result.failed)} failed, replicas {before} -> min {lowest}")
+    assert result.failed == [] and result.ok > 1000
+
+
+async def test_a_killed_web_task_under_load_loses_no_request(stack):
+    client, _, _ = stack
+
+    def kill() -> None:
+        [container] = client.containers.list(filters={"label": f"com.docker.swarm.service.name={STACK}_web"},
+                                             limit=1)
+        container.kill()
+
+    result, before, lowest = await _under_load(client, CLIENTS, kill, settle=8.0)
+    print(f"\nkilled task: {result.ok} ok, {len(result.failed)} failed {result.failed[:3]}")
+    assert result.failed == [] and result.ok > 1000
+
+
+async def test_a_redeploy_under_load_keeps_the_replicas_and_loses_no_request(stack):
+    client, relay, _ = stack
+    env = dict(os.environ, **SETTINGS, SWARMSCALE_STACK=STACK, LB_PUBLISHED_PORT=str(PORT),
+               LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT), LB_DOCKER_SOCKET=str(relay.path),
+               WEB_DRAIN_MS="2100")   # a changed setting: the re-deploy also rolls web onto a new spec
+
+    def redeploy() -> None:
+        version = client.services.get(f"{STACK}_web").attrs["Version"]["Index"]
+        swarm_sh("up", env)
+        wait_until(_rolled(client, version), 120, "the re-deploy's rolling update to complete", 0.5)
+
+    result, before, lowest = await _under_load(client, CLIENTS, redeploy)
+    print(f"\nre-deploy: {result.ok} ok, {len(result.failed)} failed, replicas {before} -> min {lowest}")
+    assert result.failed == [] and result.ok > 1000
+    assert lowest >= 0.8 * before

@@ -160,3 +160,19 @@ def test_a_reaped_backend_closes_all_its_idle_connections():
     a.idle.extend(conns)
     pool.update(["b:2"])
     assert a.retired and all(c.closed for c in conns) and a.idle == []
+
+
+def test_an_attempt_ends_its_accounting_exactly_once():
+    pool, clock = make_pool(("a:1",))
+    a = pool.get("a:1")
+    first = pool.attempt(a)
+    assert pool.inflight == 1 and a.inflight == 1
+    first.abandon(failed=True)          # retried elsewhere...
+    first.end(502, failed=True)         # ...and a late path that ends it again does nothing
+    second = pool.attempt(a)
+    clock._now += 0.05
+    second.end(200)
+    second.end(200)
+    second.abandon()
+    assert pool.inflight == 0 and a.inflight == 0
+    assert pool.requests_total == 1 and a.requests == {200: 1} and a.errors == 1
