@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies.settings import BY_NAME as SETTINGS_BY_NAME
+from policies.settings import SETTINGS
+
 
 class ConfigError(ValueError):
     """A bad environment variable. str(e) is the whole message for the user."""
@@ -106,7 +109,12 @@ def env(name: str, default: str, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=None, metadata={"env": name, "default": default, "parse": parse, "doc": doc})
 
 
-_positive = _number(float, 0, low_open=True)
+def scaling(name: str) -> Any:
+    """Declare a config field for a scaling setting: all but its attribute name is in policies.settings."""
+    s = SETTINGS_BY_NAME[name]
+    return env(s.env, s.default, s.parse, s.help)
+
+
 _seconds = _number(float, 0, low_open=True)
 _port = _number(int, 1, 65535)
 
@@ -140,28 +148,32 @@ class Config:
     # --- deciding: the control loop and its policy -------------------------------------------
     policy: str = env("LB_POLICY", "concurrency", _policy,
                       "Scaling policy: concurrency, rps, latency, step, hpa, or module:attr.")
-    target_inflight: float = env("LB_TARGET_INFLIGHT", "10", _positive,
-                                 "concurrency: in-flight requests wanted per replica.")
-    target_rps: float = env("LB_TARGET_RPS", "50", _positive,
-                            "rps: requests per second wanted per replica.")
-    target_p95_ms: float = env("LB_TARGET_P95_MS", "250", _positive,
-                               "latency: p95 latency to stay under, in milliseconds.")
-    stable_window: float = env("LB_STABLE_WINDOW", "60", _number(float, 1),
-                               "Seconds averaged for normal decisions (and before any scale-down after start).")
-    panic_window: float = env("LB_PANIC_WINDOW", "6", _number(float, 1),
-                              "Seconds averaged to detect a burst (panic mode).")
-    scale_interval: float = env("LB_SCALE_INTERVAL", "2", _number(float, 0.1),
-                                "Seconds between scaling decisions.")
-    min_replicas: int = env("LB_MIN_REPLICAS", "1", _number(int, 0),
-                            "Fewest replicas the balancer scales the service to.")
-    max_replicas: int = env("LB_MAX_REPLICAS", "10", _number(int, 1),
-                            "Most replicas the balancer scales the service to.")
-    max_scale_up_rate: float = env("LB_MAX_SCALE_UP_RATE", "1000", _number(float, 1),
-                                   "Most a decision may multiply the replicas by.")
-    max_scale_down_rate: float = env("LB_MAX_SCALE_DOWN_RATE", "2", _number(float, 1),
-                                     "Most a decision may divide the replicas by.")
-    scale_to_zero_after: float = env("LB_SCALE_TO_ZERO_AFTER", "300", _seconds,
-                                     "With LB_MIN_REPLICAS=0: idle seconds before the service goes to zero.")
+    # The scaling settings come from the one list, policies/settings.py (variable, default, range, help).
+    target_inflight: float = scaling("target_inflight")
+    target_rps: float = scaling("target_rps")
+    target_p95_ms: float = scaling("target_p95_ms")
+    stable_window: float = scaling("stable_window")
+    panic_window: float = scaling("panic_window")
+    scale_interval: float = scaling("scale_interval")
+    min_replicas: int = scaling("min_replicas")
+    max_replicas: int = scaling("max_replicas")
+    max_scale_up_rate: float = scaling("max_scale_up_rate")
+    max_scale_down_rate: float = scaling("max_scale_down_rate")
+    scale_to_zero_after: float = scaling("scale_to_zero_after")
+    cold_start_s: float = scaling("cold_start_s")
+    lead_s: float | None = scaling("lead_s")
+    panic_threshold: float = scaling("panic_threshold")
+    panic_hold_s: float | None = scaling("panic_hold_s")
+    step_size: int = scaling("step_size")
+    step_up_at: float = scaling("step_up_at")
+    step_down_at: float = scaling("step_down_at")
+    step_cooldown_s: float = scaling("step_cooldown_s")
+    hpa_tolerance: float = scaling("hpa_tolerance")
+    hpa_period_s: float = scaling("hpa_period_s")
+    hpa_downscale_stabilization_s: float = scaling("hpa_downscale_stabilization_s")
+    latency_down_at: float = scaling("latency_down_at")
+    latency_up_cooldown_s: float = scaling("latency_up_cooldown_s")
+    latency_down_cooldown_s: float | None = scaling("latency_down_cooldown_s")
 
     # --- acting: the Swarm ------------------------------------------------------------------
     service: str = env("LB_SERVICE", "", _text,
@@ -210,6 +222,9 @@ class Config:
         if self.panic_window > self.stable_window:
             raise ConfigError(
                 f"LB_PANIC_WINDOW={self.panic_window:g}: expects a value <= LB_STABLE_WINDOW ({self.stable_window:g})")
+        if self.step_down_at >= self.step_up_at:
+            raise ConfigError(
+                f"LB_STEP_DOWN_AT={self.step_down_at:g}: expects a value < LB_STEP_UP_AT ({self.step_up_at:g})")
         if self.backends and self.service:
             raise ConfigError("LB_BACKENDS: expects to be empty when LB_SERVICE is set (choose one)")
 
@@ -224,19 +239,8 @@ class Config:
 
     def policy_settings(self) -> dict[str, float]:
         """What a policy may read: plain numbers, so `policies` stays free of `lb`."""
-        return {
-            "target_inflight": self.target_inflight,
-            "target_rps": self.target_rps,
-            "target_p95_ms": self.target_p95_ms,
-            "stable_window": self.stable_window,
-            "panic_window": self.panic_window,
-            "scale_interval": self.scale_interval,
-            "max_scale_up_rate": self.max_scale_up_rate,
-            "max_scale_down_rate": self.max_scale_down_rate,
-            "min_replicas": self.min_replicas,
-            "max_replicas": self.max_replicas,
-            "scale_to_zero_after": self.scale_to_zero_after,
-        }
+        values = {s.name: getattr(self, s.name) for s in SETTINGS}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 def documented_variables() -> list[tuple[str, str, str]]:

@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from policies.base import Decision, Settings, Snapshot, setting
+from policies.base import Decision, Settings, Snapshot
+from policies.settings import value
 
 EPS = 1e-9  # 100.0 / 10.0 must want 10 replicas, not 11
 
@@ -49,20 +50,19 @@ class WindowedTargetPolicy:
 
     name = "windowed"
     metric = "value"            # words for reasons: "12.0 in flight", "80.0 requests/s"
-    target_key = "target"
-    target_default = 1.0
+    target_key = "target_inflight"  # the setting (in policies/settings.py) holding the per-replica target
 
     def __init__(self, settings: Settings) -> None:
-        self.target = setting(settings, self.target_key, self.target_default)
-        self.stable_window = setting(settings, "stable_window", 60.0)
-        self.panic_window = setting(settings, "panic_window", 6.0)
-        interval = setting(settings, "scale_interval", 2.0)
-        self.max_up = setting(settings, "max_scale_up_rate", 1000.0, low=1.0 - EPS)
-        self.max_down = setting(settings, "max_scale_down_rate", 2.0, low=1.0 - EPS)
-        self.panic_threshold = setting(settings, "panic_threshold", 2.0)
-        self.panic_hold = setting(settings, "panic_hold_s", self.panic_window)
-        cold_start = self.cold_start = setting(settings, "cold_start_s", 5.0, low=-EPS)
-        self.lead = setting(settings, "lead_s", cold_start + interval + self.panic_window / 2, low=-EPS)
+        self.target = value(settings, self.target_key)
+        self.stable_window = value(settings, "stable_window")
+        self.panic_window = value(settings, "panic_window")
+        interval = value(settings, "scale_interval")
+        self.max_up = value(settings, "max_scale_up_rate")
+        self.max_down = value(settings, "max_scale_down_rate")
+        self.panic_threshold = value(settings, "panic_threshold")
+        self.panic_hold = value(settings, "panic_hold_s", self.panic_window)
+        cold_start = self.cold_start = value(settings, "cold_start_s")
+        self.lead = value(settings, "lead_s", cold_start + interval + self.panic_window / 2)
 
     def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
         """(stable, panic) averages of the metric, totals across replicas, and a note on them."""
@@ -143,8 +143,6 @@ class ConcurrencyPolicy(WindowedTargetPolicy):
 
     name = "concurrency"
     metric = "in flight"
-    target_key = "target_inflight"
-    target_default = 10.0
 
     def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
         stable, note = snapshot.stable_inflight, ""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from policies.base import Decision, Settings, Snapshot, setting
+from policies.base import Decision, Settings, Snapshot
+from policies.settings import value
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,10 @@ class HpaPolicy:
     name = "hpa"
 
     def __init__(self, settings: Settings) -> None:
-        self.target = setting(settings, "target_inflight", 10.0)
-        self.tolerance = setting(settings, "hpa_tolerance", 0.1)
-        self.period = setting(settings, "hpa_period_s", 15.0)
-        self.stabilization = setting(settings, "hpa_downscale_stabilization_s", 300.0)
+        self.target = value(settings, "target_inflight")
+        self.tolerance = value(settings, "hpa_tolerance")
+        self.period = value(settings, "hpa_period_s")
+        self.stabilization = value(settings, "hpa_downscale_stabilization_s")
 
     def initial_state(self) -> HpaState:
         return HpaState()

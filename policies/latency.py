@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from policies.base import Decision, Settings, Snapshot, setting
+from policies.base import Decision, Settings, Snapshot
+from policies.settings import value
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,12 @@ class LatencyPolicy:
     name = "latency"
 
     def __init__(self, settings: Settings) -> None:
-        self.target = setting(settings, "target_p95_ms", 250.0)
-        self.stable_window = setting(settings, "stable_window", 60.0)
-        self.max_up = setting(settings, "max_scale_up_rate", 1000.0, low=1.0 - 1e-9)
-        self.down_at = setting(settings, "latency_down_at", 0.5)
-        self.up_cooldown = setting(settings, "latency_up_cooldown_s", 10.0)
-        self.down_cooldown = setting(settings, "latency_down_cooldown_s", self.stable_window)
+        self.target = value(settings, "target_p95_ms")
+        self.stable_window = value(settings, "stable_window")
+        self.max_up = value(settings, "max_scale_up_rate")
+        self.down_at = value(settings, "latency_down_at")
+        self.up_cooldown = value(settings, "latency_up_cooldown_s")
+        self.down_cooldown = value(settings, "latency_down_cooldown_s", self.stable_window)
 
     def initial_state(self) -> LatencyState:
         return LatencyState()

@@ -14,7 +14,6 @@ class RpsPolicy(WindowedTargetPolicy):
     name = "rps"
     metric = "requests/s"
     target_key = "target_rps"
-    target_default = 50.0
 
     def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
         return snapshot.stable_rps, snapshot.panic_rps, ""

@@ -29,22 +29,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies import BUILTIN, Policy, PolicyError, Snapshot, make
+from policies.settings import BY_NAME, SETTINGS, defaults
 from policies.traces import Trace, bundled, from_csv
 from policies.windows import SlidingWindows
 
 EPS = 1e-9
+# Settings the model plays itself (flags --interval, --min-replicas, --max-replicas, --cold-start).
+MODEL_SETTINGS = ("scale_interval", "min_replicas", "max_replicas", "cold_start_s")
 
 
 @dataclass(frozen=True)
 class Model:
     service_ms: float = 100.0
     slots: int = 10              # requests a replica serves at once at full speed
-    cold_start_s: float = 5.0
-    interval_s: float = 2.0      # between policy decisions
+    cold_start_s: float = float(BY_NAME["cold_start_s"].default)
+    interval_s: float = float(BY_NAME["scale_interval"].default)  # between policy decisions
     sample_s: float = 1.0        # between samples of the counters
     tick_s: float = 0.1
     slo_ms: float = 300.0
-    min_replicas: int = 1
+    min_replicas: int = int(BY_NAME["min_replicas"].default)
     max_replicas: int = 20
     initial_replicas: int | None = None  # None: enough for the trace's load at time 0
     noise: bool = False          # Poisson-like arrivals (normal approximation) instead of a fluid
@@ -285,28 +288,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=600.0, help="seconds of each bundled trace")
     p.add_argument("--service-ms", type=float, default=Model.service_ms)
     p.add_argument("--slots", type=int, default=Model.slots, help="requests a replica serves at once")
-    p.add_argument("--cold-start", type=float, default=Model.cold_start_s, help="seconds")
-    p.add_argument("--interval", type=float, default=Model.interval_s, help="seconds between decisions")
+    p.add_argument("--cold-start", type=float, default=Model.cold_start_s,
+                   help="seconds from a scale request to the replica serving")
+    p.add_argument("--interval", type=BY_NAME["scale_interval"].parse, default=Model.interval_s,
+                   help="seconds between decisions")
     p.add_argument("--sample", type=float, default=Model.sample_s, help="seconds between counter samples")
     p.add_argument("--tick", type=float, default=Model.tick_s, help="model time step, seconds")
     p.add_argument("--slo-ms", type=float, default=Model.slo_ms, help="a request is late above this")
-    p.add_argument("--min-replicas", type=int, default=Model.min_replicas)
+    p.add_argument("--min-replicas", type=BY_NAME["min_replicas"].parse, default=Model.min_replicas)
     p.add_argument("--max-replicas", type=int, default=Model.max_replicas,
                    help="20: twice the largest need of the bundled traces, room to drain a queue")
     p.add_argument("--initial-replicas", type=int, default=None, help="default: enough for the load at 0 s")
     p.add_argument("--noise", action="store_true", help="random (Poisson-like) arrivals, same for every policy")
     p.add_argument("--seed", type=int, default=Model.seed)
-    p.add_argument("--target-inflight", type=float, default=10.0)
-    p.add_argument("--target-rps", type=float, default=50.0,
-                   help="the balancer's default; completed requests cannot show more than the capacity "
-                        "(100/s a replica here), so a target at capacity never scales up")
-    p.add_argument("--target-p95-ms", type=float, default=250.0)
-    p.add_argument("--stable-window", type=float, default=60.0)
-    p.add_argument("--panic-window", type=float, default=6.0)
-    p.add_argument("--max-scale-up-rate", type=float, default=1000.0)
-    p.add_argument("--max-scale-down-rate", type=float, default=2.0)
+    # Every policy setting of policies/settings.py is a flag, with the balancer's default; those the
+    # model itself plays (interval, replicas bounds) are the model's flags above. --cold-start is the
+    # model's real cold start; the policies' configured guess is --set cold_start_s=...
+    for s in SETTINGS:
+        if s.name in MODEL_SETTINGS:
+            continue
+        shown = s.default or "derived"
+        p.add_argument("--" + s.name.replace("_", "-"), type=s.parse, default=argparse.SUPPRESS, metavar="N",
+                       help=f"{s.help} ({s.env}, default {shown})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other policy setting, e.g. step_cooldown_s=60 (repeatable)")
+                   help="any setting by name, a user policy's own too, e.g. cold_start_s=8 (repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="draw load and replicas, one panel per trace")
     return p.parse_args(argv)
@@ -318,12 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   interval_s=args.interval, sample_s=args.sample, tick_s=args.tick, slo_ms=args.slo_ms,
                   min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                   initial_replicas=args.initial_replicas, noise=args.noise, seed=args.seed)
-    settings: dict[str, float] = {
-        "target_inflight": args.target_inflight, "target_rps": args.target_rps,
-        "target_p95_ms": args.target_p95_ms, "stable_window": args.stable_window,
-        "panic_window": args.panic_window, "scale_interval": args.interval,
-        "max_scale_up_rate": args.max_scale_up_rate, "max_scale_down_rate": args.max_scale_down_rate,
-    }
+    settings: dict[str, float] = {**defaults(), "scale_interval": args.interval,
+                                  "min_replicas": args.min_replicas, "max_replicas": args.max_replicas}
+    for s in SETTINGS:
+        given = getattr(args, s.name, None)
+        if given is not None and s.name not in MODEL_SETTINGS:
+            settings[s.name] = given
     try:
         for item in args.set:
             key, sep, value = item.partition("=")

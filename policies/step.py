@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.base import Decision, Settings, Snapshot, setting
+from policies.base import Decision, Settings, Snapshot
+from policies.settings import value
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,12 @@ class StepPolicy:
     name = "step"
 
     def __init__(self, settings: Settings) -> None:
-        self.target = setting(settings, "target_inflight", 10.0)
-        self.stable_window = setting(settings, "stable_window", 60.0)
-        self.step = int(setting(settings, "step_size", 1.0))
-        self.up_at = setting(settings, "step_up_at", 0.8)      # share of target
-        self.down_at = setting(settings, "step_down_at", 0.3)
-        self.cooldown = setting(settings, "step_cooldown_s", 30.0)
+        self.target = value(settings, "target_inflight")
+        self.stable_window = value(settings, "stable_window")
+        self.step = int(value(settings, "step_size"))
+        self.up_at = value(settings, "step_up_at")      # share of target
+        self.down_at = value(settings, "step_down_at")
+        self.cooldown = value(settings, "step_cooldown_s")
 
     def initial_state(self) -> StepState:
         return StepState()

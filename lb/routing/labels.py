@@ -19,6 +19,7 @@ from typing import Any
 
 from lb.config import Config, ConfigError
 from lb.routing.rules import Rule, RuleError, parse_rule
+from policies.settings import SETTINGS, label_name
 
 PREFIX = "swarmscale."
 ENABLE = PREFIX + "enable"
@@ -32,18 +33,14 @@ class LabelError(ValueError):
     """An invalid label; str(e) names it and says what it expects."""
 
 
-def label_name(variable: str) -> str:
-    """`LB_TARGET_INFLIGHT` -> `swarmscale.target-inflight`."""
-    return PREFIX + variable.removeprefix("LB_").lower().replace("_", "-")
-
-
 @cache
 def scaling_fields() -> dict[str, dataclasses.Field[Any]]:
     """Label -> Config field, for every setting a policy or the control loop reads.
 
-    Derived from `Config.policy_settings()` (plus the policy's name), never listed twice.
+    Derived from the one list of settings (policies/settings.py, plus the policy's name), never
+    listed twice; each field's parser is the setting's own, so a label takes the variable's range.
     """
-    keys = {"policy", *Config.from_env({}).policy_settings()}
+    keys = {"policy", *(s.name for s in SETTINGS)}
     return {label_name(f.metadata["env"]): f for f in dataclasses.fields(Config) if f.name in keys}
 
 
@@ -110,16 +107,18 @@ def parse_labels(labels: Mapping[str, str], base: Config, default_host: str) -> 
     for label, f in fields.items():
         if label in labels:
             try:
-                overrides[f.name] = f.metadata["parse"](labels[label])
+                value = f.metadata["parse"](labels[label])
             except ValueError as exc:
                 raise LabelError(f"{label}={labels[label]!r}: {exc}") from None
+            if value is not None:   # an empty label of a derived setting: derived, as unset
+                overrides[f.name] = value
     route = ServiceRoute(rule, priority, port, scale, overrides, ignored)
     config = route.config(base, "check")
     try:
         config._check()
     except ConfigError as exc:   # e.g. min > max: name the labels, not the variables
         message = str(exc)
-        for label, f in fields.items():
+        for label, f in sorted(fields.items(), key=lambda item: -len(item[1].metadata["env"])):
             message = message.replace(f.metadata["env"], label)
         raise LabelError(message) from None
     return route

@@ -24,3 +24,19 @@ def test_the_quick_start_has_the_two_commands_and_ci_calls_the_test_one():
 def test_every_service_label_is_in_the_readme_labels_table():
     for label, doc in documented_labels():
         assert f"| `{label}` | {doc} |" in README, label
+
+
+def test_every_scaling_setting_is_in_the_readme_the_stack_file_and_the_config():
+    # The one list (policies/settings.py) against what a user reads and deploys.
+    import dataclasses
+
+    from lb.config import Config
+    from policies.settings import SETTINGS
+
+    stack = (Path(__file__).resolve().parents[2] / "deploy/stack.yml").read_text()
+    fields = {f.name: f.metadata["env"] for f in dataclasses.fields(Config)}
+    for s in SETTINGS:
+        shown = f"`{s.default}`" if s.default else "(empty)"
+        assert f"| `{s.env}` | {shown} | {s.help} |" in README, s.env
+        assert f"\n      {s.env}: ${{{s.env}:-{s.default}}}\n" in stack, s.env
+        assert fields.get(s.name) == s.env, s.name
