@@ -167,8 +167,12 @@ class Pool:
         backend.inflight += 1
         return now
 
-    def end(self, backend: Backend, started: float, status: int, failed: bool = False) -> None:
-        """The request finished with `status` (ours or the backend's); `failed` counts toward ejection."""
+    def end(self, backend: Backend, started: float, status: int, failed: bool | None = False) -> None:
+        """The request finished with `status` (ours or the backend's); `failed` counts toward ejection.
+
+        `failed=None`: the client's doing (it went away, stalled its body): neither a failure nor a
+        latency sample, so a hostile client can make a healthy backend look neither broken nor slow.
+        """
         now = self.clock.now()
         self._inflight_seconds += self.inflight * (now - self.changed_at)   # _integrate, inlined
         self.changed_at = now
@@ -177,6 +181,10 @@ class Pool:
         self.requests_total += 1
         requests = backend.requests
         requests[status] = requests.get(status, 0) + 1
+        if failed is None:
+            if backend.state == DRAINING and backend.inflight == 0:
+                self._reap(now)
+            return
         elapsed = now - started
         self.histogram.record(now, elapsed)
         if failed or 502 <= status <= 504:
