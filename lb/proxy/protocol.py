@@ -155,8 +155,8 @@ class ClientConnection(asyncio.Protocol):
         except HttpParserCallbackError as exc:
             context = exc.__context__
             self.fail(context.status if isinstance(context, Rejected) else 400)
-        except HttpParserError:
-            self.fail(505 if self.parser.get_http_version() == "2.0" else 400)   # 2.0: "PRI * HTTP/2.0"
+        except HttpParserError as exc:
+            self.fail(self._parse_error_status(exc))
         else:
             limit = self.proxy.max_header_bytes
             if self.reading_head:
@@ -169,6 +169,14 @@ class ClientConnection(asyncio.Protocol):
                 if self.trailer_raw > limit:
                     self.fail(431)
         return b""
+
+    def _parse_error_status(self, exc: HttpParserError) -> int:
+        if self.parser.get_http_version() == "2.0":
+            return 505                # "PRI * HTTP/2.0": HTTP/2 with prior knowledge
+        if "Transfer-Encoding` header value" in str(exc) and not any(
+                n.lower() == b"transfer-encoding" for n, _ in self.headers):
+            return 501                # `chunked, gzip`: a coding we do not know (a repeated field stays 400)
+        return 400
 
     def _check_request_line(self, data: bytes) -> None:
         """A head still incomplete: a request line that ended without a version is HTTP/0.9 (400)."""
