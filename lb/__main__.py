@@ -20,8 +20,12 @@ def main() -> int:
     from lb.server import Balancer
 
     log.setup(config.log_level)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(Balancer(config).run())
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(Balancer(config).run())
+    except ConfigError as exc:   # found only when starting: an address that is taken
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 

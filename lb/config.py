@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,43 +32,62 @@ class HostPort:
         return f"{self.host}:{self.port}"
 
 
+# A host name or IPv4 address, or an IPv6 one in brackets; then an ASCII port.
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})", re.ASCII)
+
+
 def parse_host_port(text: str) -> HostPort:
-    text = text.strip()
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    found = _HOST_PORT.fullmatch(text.strip())
+    if found is None:
         raise ValueError("expects host:port")
-    host = host.strip("[]")  # allow [::1]:8080
-    number = int(port)
-    if not 0 <= number <= 65535:
-        raise ValueError("expects a port between 0 and 65535")
-    return HostPort(host, number)
+    number = int(found.group(2))
+    if not 1 <= number <= 65535:
+        raise ValueError("expects host:port with a port between 1 and 65535")
+    return HostPort(found.group(1).strip("[]"), number)  # allow [::1]:8080
 
 
 def _backends(text: str) -> tuple[HostPort, ...]:
     items = [part for part in text.split(",") if part.strip()]
+    if text.strip() and not items:   # ",,,": something was meant, nothing was said
+        raise ValueError("expects a comma-separated list of host:port")
     try:
         return tuple(parse_host_port(part) for part in items)
     except ValueError:
-        raise ValueError("expects a comma-separated list of host:port") from None
+        raise ValueError("expects a comma-separated list of host:port (port 1-65535)") from None
+
+
+# Plain ASCII numbers only: int() and float() also take `1_000` and full-width digits.
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _number(kind: Callable[[str], Any], low: float | None = None, high: float | None = None,
             low_open: bool = False) -> Callable[[str], Any]:
-    """A parser for a number within bounds; its error says what it expects."""
+    """A parser for a number within bounds; its error says what it expects.
+
+    The bounds are the variable's range, kept here only: `parse.range` is what the README shows.
+    """
     what = "an integer" if kind is int else "a number"
     bounds = []
     if low is not None:
-        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        bounds.append(f"{'>' if low_open else '>='} {_plain(low)}")
     if high is not None:
-        bounds.append(f"<= {high:g}")
+        bounds.append(f"<= {_plain(high)}")
     expects = f"expects {what}" + (f" {' and '.join(bounds)}" if bounds else "")
+    syntax = _INT if kind is int else _FLOAT
 
     def parse(text: str) -> Any:
-        try:
-            value = kind(text.strip())
-        except ValueError:
-            raise ValueError(expects) from None
-        if value != value or value in (float("inf"), float("-inf")):  # NaN, inf
+        text = text.strip()
+        if not syntax.fullmatch(text):
+            raise ValueError(expects)
+        value = kind(text)
+        if value != value or value in (float("inf"), float("-inf")):  # NaN, inf (1e999)
+            raise ValueError(expects)
+        if value and abs(value) < sys.float_info.min:   # subnormal: 1e-320 is no one's intent
             raise ValueError(expects)
         if low is not None and (value <= low if low_open else value < low):
             raise ValueError(expects)
@@ -74,6 +95,8 @@ def _number(kind: Callable[[str], Any], low: float | None = None, high: float | 
             raise ValueError(expects)
         return value
 
+    if low is not None and high is not None:
+        parse.range = f"{'>' if low_open else ''}{_plain(low)}–{_plain(high)}"  # type: ignore[attr-defined]
     return parse
 
 
@@ -91,6 +114,19 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _nonblank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expects a value")
+    return text.strip()
+
+
+def _token(text: str) -> str:
+    """A bearer token: printable ASCII without spaces (what fits in an Authorization header)."""
+    if not re.fullmatch(r"[!-~]*", text.strip(), re.ASCII):
+        raise ValueError("expects printable ASCII without spaces")
+    return text.strip()
+
+
 def _policy(text: str) -> str:
     # Validated against the policy registry here so an unknown name stops start-up (exit 2),
     # not the first control-loop tick.
@@ -98,9 +134,13 @@ def _policy(text: str) -> str:
 
     name = text.strip()
     try:
-        resolve(name)
+        factory = resolve(name)
     except PolicyError as exc:
         raise ValueError(str(exc)) from None
+    except Exception as exc:   # a user's module that fails on import: still one line, exit 2
+        raise ValueError(f"cannot load {name!r} ({type(exc).__name__}: {exc})") from None
+    if not callable(getattr(factory, "decide", None)):
+        raise ValueError(f"expects a policy class (with decide and initial_state), {name!r} is not one")
     return name
 
 
@@ -117,6 +157,8 @@ def scaling(name: str) -> Any:
 
 _seconds = _number(float, 0, low_open=True)
 _port = _number(int, 1, 65535)
+# Timeouts the sweep checks: 0.1 s at least (the sweep runs at a tenth of the shortest), a day at most.
+_timeout = _number(float, 0.1, 86400)
 
 
 @dataclass(frozen=True)
@@ -128,22 +170,34 @@ class Config:
                                  "Address of the admin port (/healthz, /metrics, /status).")
     backends: tuple[HostPort, ...] = env("LB_BACKENDS", "", _backends,
                                          "Static backends host:port,host:port (no Swarm).")
-    upstream_timeout: float = env("LB_UPSTREAM_TIMEOUT", "60", _seconds,
+    upstream_timeout: float = env("LB_UPSTREAM_TIMEOUT", "60", _timeout,
                                   "Seconds to wait for a backend's response headers (then 504).")
-    connect_timeout: float = env("LB_CONNECT_TIMEOUT", "5", _seconds,
+    connect_timeout: float = env("LB_CONNECT_TIMEOUT", "5", _number(float, 0.01, 3600),
                                  "Seconds to wait for a TCP connection to a backend.")
-    drain_timeout: float = env("LB_DRAIN_TIMEOUT", "30", _number(float, 0),
+    drain_timeout: float = env("LB_DRAIN_TIMEOUT", "30", _number(float, 0, 86400),
                                "Seconds to let in-flight requests finish after SIGTERM.")
-    max_header_bytes: int = env("LB_MAX_HEADER_BYTES", "65536", _number(int, 1024),
-                                "Largest request head accepted; larger gets 431.")
-    idle_timeout: float = env("LB_IDLE_TIMEOUT", "75", _seconds,
+    max_header_bytes: int = env("LB_MAX_HEADER_BYTES", "65536", _number(int, 1024, 1048576),
+                                "Largest request head (and trailers, and response head) accepted; "
+                                "larger gets 431 (a response's, 502).")
+    idle_timeout: float = env("LB_IDLE_TIMEOUT", "75", _timeout,
                               "Seconds an idle client keep-alive connection is kept open.")
+    body_timeout: float = env("LB_BODY_TIMEOUT", "60", _timeout,
+                              "Seconds between two reads of a request body before 408 (nginx's client_body_timeout).")
+    read_timeout: float = env("LB_READ_TIMEOUT", "60", _timeout,
+                              "Seconds a backend may go without sending (mid-response) or taking the body "
+                              "before the request is cut (504 when nothing was sent yet).")
+    send_timeout: float = env("LB_SEND_TIMEOUT", "60", _timeout,
+                              "Seconds a client may go without reading a response before it is cut.")
     retry_budget: float = env("LB_RETRY_BUDGET", "0.2", _number(float, 0, 1),
                               "Retries of sent requests allowed, as a share of requests (Envoy's budget).")
-    eject_after: int = env("LB_EJECT_AFTER", "5", _number(int, 1),
+    eject_after: int = env("LB_EJECT_AFTER", "5", _number(int, 1, 1000),
                            "Consecutive failures that eject a backend for a while.")
-    eject_base: float = env("LB_EJECT_BASE", "5", _seconds,
+    eject_base: float = env("LB_EJECT_BASE", "5", _number(float, 0.1, 3600),
                             "Seconds of the first ejection; doubles on each repeat.")
+    admin_token: str = env("LB_ADMIN_TOKEN", "", _token,
+                           "Bearer token /status and /metrics require when set (/healthz stays open).")
+    admin_timeout: float = env("LB_ADMIN_TIMEOUT", "10", _number(float, 0.1, 3600),
+                               "Seconds an admin connection may stay silent or take to send a request head.")
 
     # --- deciding: the control loop and its policy -------------------------------------------
     policy: str = env("LB_POLICY", "concurrency", _policy,
@@ -184,11 +238,11 @@ class Config:
                             "Port the service's tasks listen on.")
     network: str = env("LB_NETWORK", "", _text,
                        "Network shared with the service's tasks, when there are several.")
-    docker_host: str = env("LB_DOCKER_HOST", "unix:///var/run/docker.sock", _text,
+    docker_host: str = env("LB_DOCKER_HOST", "unix:///var/run/docker.sock", _nonblank,
                            "Docker engine API address.")
-    discovery_interval: float = env("LB_DISCOVERY_INTERVAL", "1", _number(float, 0.1),
+    discovery_interval: float = env("LB_DISCOVERY_INTERVAL", "1", _number(float, 0.1, 3600),
                                     "Seconds between looks at the service's tasks.")
-    docker_timeout: float = env("LB_DOCKER_TIMEOUT", "5", _seconds,
+    docker_timeout: float = env("LB_DOCKER_TIMEOUT", "5", _number(float, 0.01, 3600),
                                 "Seconds to wait for one Docker engine API call.")
 
     log_level: str = env("LB_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
@@ -205,7 +259,7 @@ class Config:
                 values[f.name] = overrides[f.name]
                 continue
             raw = environ.get(meta["env"])
-            if raw is None or (raw.strip() == "" and meta["default"] != ""):
+            if raw is None:   # unset means the default; set but blank is an error (unless blank means "none")
                 raw = meta["default"]
             try:
                 values[f.name] = meta["parse"](raw)
@@ -246,3 +300,11 @@ class Config:
 def documented_variables() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every option: the README's table is checked against it."""
     return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in dataclasses.fields(Config)]
+
+
+def variable_ranges() -> dict[str, str]:
+    """Variable -> its range ("0.1–86400"), from the parser that enforces it: the README shows these."""
+    ranges = {f.metadata["env"]: f.metadata["parse"].range for f in dataclasses.fields(Config)
+              if hasattr(f.metadata["parse"], "range")}
+    ranges.update((s.env, s.range) for s in SETTINGS_BY_NAME.values())   # the scaling settings' own
+    return ranges

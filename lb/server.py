@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lb.admin import make_app
+from lb.admin import AdminGuard, make_app
 from lb.clock import Clock
 from lb.collect.metrics import PoolCollector
 from lb.collect.pool import Pool
-from lb.config import Config
+from lb.config import Config, ConfigError
 from lb.control import ControlCollector, ControlLoop
 from lb.discovery import Discovery, DiscoveryCollector, choose_orchestrator, engine_socket_problem
 from lb.orchestrators.base import Catalog, Orchestrator
@@ -30,6 +30,7 @@ from lb.routing.watch import ServiceWatcher
 from lb.supervise import Supervisor
 
 _SWEEP_S = 0.5   # at most this long between looks for timed-out requests and idle connections
+_SWEEP_MIN_S = 0.01
 
 
 class Balancer:
@@ -65,6 +66,8 @@ class Balancer:
         self.admin_port = 0
         self._server: asyncio.AbstractServer | None = None
         self._admin: web.AppRunner | None = None
+        self._admin_server: asyncio.AbstractServer | None = None
+        self.admin_guard: AdminGuard | None = None
         self._stopped: asyncio.Event | None = None
 
     def _wire_single(self, orchestrator: Orchestrator | None) -> None:
@@ -181,15 +184,27 @@ class Balancer:
         loop = asyncio.get_running_loop()
         self.proxy = Proxy(self.routes, self.not_found, clock=self.clock, upstream_timeout=config.upstream_timeout,
                            connect_timeout=config.connect_timeout, max_header_bytes=config.max_header_bytes,
-                           idle_timeout=config.idle_timeout, log=self.log)
-        self._server = await loop.create_server(self.proxy.protocol, config.listen.host, config.listen.port,
-                                                reuse_address=True, backlog=1024)
+                           idle_timeout=config.idle_timeout, log=self.log, body_timeout=config.body_timeout,
+                           read_timeout=config.read_timeout, send_timeout=config.send_timeout)
+        try:
+            self._server = await loop.create_server(self.proxy.protocol, config.listen.host, config.listen.port,
+                                                    reuse_address=True, backlog=1024)
+        except OSError as exc:   # taken, or not an address of this host: the user's to fix (exit 2)
+            raise ConfigError(f"LB_LISTEN={config.listen}: cannot listen there ({exc.strerror or exc})") from None
         self.proxy_port = self._server.sockets[0].getsockname()[1]
         self._admin = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
         await self._admin.setup()
-        site = web.TCPSite(self._admin, config.admin_listen.host, config.admin_listen.port, reuse_address=True)
-        await site.start()
-        self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # aiohttp's own server has no timeout before a first request: its protocol runs behind a guard.
+        self.admin_guard = AdminGuard(self._admin.server, config.admin_timeout)  # type: ignore[arg-type]
+        try:
+            self._admin_server = await loop.create_server(
+                self.admin_guard.protocol, config.admin_listen.host, config.admin_listen.port, reuse_address=True)
+        except OSError as exc:
+            self._server.close()
+            await self._admin.cleanup()
+            raise ConfigError(f"LB_ADMIN_LISTEN={config.admin_listen}: cannot listen there "
+                              f"({exc.strerror or exc})") from None
+        self.admin_port = self._admin_server.sockets[0].getsockname()[1]
         self._started = True
         self.supervisor.start("sweep", self._sweep)
         for route in self.routes:
@@ -203,12 +218,18 @@ class Balancer:
                                           "backends": [b.address for b in self.pool.backends]})
 
     async def _sweep(self) -> None:
-        # A tenth of the shorter timeout between looks: each fires at most 10% late.
-        pause = min(_SWEEP_S, self.config.upstream_timeout / 10, self.config.idle_timeout / 10)
+        # A tenth of the shortest timeout between looks: each fires at most 10% late.
+        config = self.config
+        pause = max(_SWEEP_MIN_S, min(_SWEEP_S, config.upstream_timeout / 10, config.idle_timeout / 10,
+                                      config.body_timeout / 10, config.read_timeout / 10,
+                                      config.send_timeout / 10, config.admin_timeout / 10))
         while True:
             await self.clock.sleep(pause)
+            now = self.clock.now()
             if self.proxy is not None:
-                self.proxy.sweep(self.clock.now())
+                self.proxy.sweep(now)
+            if self.admin_guard is not None:
+                self.admin_guard.sweep(now)
 
     async def shutdown(self) -> None:
         """Stop accepting, drain in-flight requests (bounded), then stop everything else."""
@@ -235,6 +256,8 @@ class Balancer:
             for backend in route.pool.backends:
                 for conn in list(backend.idle):
                     conn.close()
+        if self._admin_server is not None:
+            self._admin_server.close()
         if self._admin is not None:
             await self._admin.cleanup()
         for route in self.routes:

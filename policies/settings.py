@@ -16,6 +16,8 @@ Pure: no I/O, nothing from `lb`.
 from __future__ import annotations
 
 import math
+import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,9 @@ from typing import Any
 from policies.base import PolicyError
 
 LOOP = "loop"  # the control loop (and the simulator's model) reads it, whatever the policy
+# Plain ASCII numbers only: float() also takes "1_000", full-width digits and "inf", nobody's intent.
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 WINDOWED = ("concurrency", "rps")
 
 
@@ -46,6 +51,11 @@ class Setting:
         return label_name(self)
 
     @property
+    def range(self) -> str:
+        """As the README shows it: "1–86400", or ">0–1000" when the low end itself is excluded."""
+        return f"{'>' if self.low_open else ''}{_plain(self.low)}–{_plain(self.high)}"
+
+    @property
     def expects(self) -> str:
         what = "an integer" if self.integer else "a number"
         bounds = []
@@ -61,19 +71,18 @@ class Setting:
         Raises ValueError whose message is what it expects, e.g. "expects a number > 0".
         """
         text = text.strip()
-        if not text:
-            if self.default == "":
-                return None
-            text = self.default
-        try:
-            number: float | int = int(text) if self.integer else float(text)
-        except ValueError:
-            raise ValueError(self.expects) from None
+        if not text and self.default == "":
+            return None          # blank means "derived" only where the default is derived
+        if not (_INT if self.integer else _FLOAT).fullmatch(text):
+            raise ValueError(self.expects)
+        number: float | int = int(text) if self.integer else float(text)
         return self.check(number)
 
     def check(self, number: float | int) -> float | int:
         """`number` when it is within the range; ValueError saying what it expects when not."""
         if math.isnan(number) or math.isinf(number) or (self.integer and number != int(number)):
+            raise ValueError(self.expects)
+        if number and abs(number) < sys.float_info.min:   # subnormal: 1e-320 is no one's intent
             raise ValueError(self.expects)
         if self.low is not None and (number <= self.low if self.low_open else number < self.low):
             raise ValueError(self.expects)
@@ -85,7 +94,15 @@ class Setting:
         return self.parse(self.default)
 
 
+def _plain(x: float | None) -> str:
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _s(name: str, default: str, help: str, used_by: tuple[str, ...], **bounds: Any) -> Setting:
+    """A setting; every one has a range (issue 10): a day for durations, 10,000 replicas, 10^6 otherwise."""
+    if bounds.get("high") is None:
+        durations = name.endswith(("_s", "_window", "_interval", "_after"))
+        bounds["high"] = 86400 if durations else 10000 if name.endswith("replicas") else 1_000_000
     return Setting(name, default, help, used_by, **bounds)
 
 

@@ -45,10 +45,12 @@ class RollingHistogram:
         if second == self._second:
             row = self._row
         else:
-            row = self._rows.get(second)
-            if row is None:
+            found = self._rows.get(second)
+            if found is None:
                 row = self._rows[second] = [0] * _BUCKETS
                 self._expire(second)
+            else:
+                row = found
             self._second, self._row = second, row
         # Bucket i > 0 runs from _MIN_S * _GROWTH**(i-1) up to _MIN_S * _GROWTH**i; the top one, to infinity.
         if seconds <= _MIN_S:

@@ -46,7 +46,7 @@ class Attempt:
         self.started = started
         self.open = True
 
-    def end(self, status: int, failed: bool = False) -> None:
+    def end(self, status: int, failed: bool | None = False) -> None:
         if self.open:
             self.open = False
             self.pool.end(self.backend, self.started, status, failed)
@@ -198,8 +198,12 @@ class Pool:
         """Begin a request on `backend`: the handle that ends its accounting (see Attempt)."""
         return Attempt(self, backend, self.begin(backend))
 
-    def end(self, backend: Backend, started: float, status: int, failed: bool = False) -> None:
-        """The request finished with `status` (ours or the backend's); `failed` counts toward ejection."""
+    def end(self, backend: Backend, started: float, status: int, failed: bool | None = False) -> None:
+        """The request finished with `status` (ours or the backend's); `failed` counts toward ejection.
+
+        `failed=None`: the client's doing (it went away, stalled its body): neither a failure nor a
+        latency sample, so a hostile client can make a healthy backend look neither broken nor slow.
+        """
         now = self.clock.now()
         self._inflight_seconds += self.inflight * (now - self.changed_at)   # _integrate, inlined
         self.changed_at = now
@@ -208,6 +212,10 @@ class Pool:
         self.requests_total += 1
         requests = backend.requests
         requests[status] = requests.get(status, 0) + 1
+        if failed is None:
+            if backend.state == DRAINING and backend.inflight == 0:
+                self._reap(now)
+            return
         elapsed = now - started
         self.histogram.record(now, elapsed)
         if failed or 502 <= status <= 504:

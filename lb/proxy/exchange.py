@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from lb.proxy.headers import REASONS, RequestHead, error_response, rewrite_response
-from lb.proxy.upstream import PAUSE_BODY, UpstreamConnection
+from lb.proxy.headers import REASONS, RequestHead, error_response, rewrite_response, strip_length
+from lb.proxy.upstream import PAUSE_BODY, PAUSE_UPSTREAM, UpstreamConnection
 
 if TYPE_CHECKING:
     from lb.collect.backend import Backend
@@ -24,6 +24,10 @@ REPLAY_MAX = 64 * 1024       # request bodies up to this size are kept so the re
 BUFFER_MAX = 256 * 1024      # body buffered while no backend is connected; past it, stop reading
 MAX_ATTEMPTS = 3
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What an exchange in progress may be stalled on (Proxy.timeouts is indexed by these).
+STALL_BODY = 1    # the client stopped sending its body (LB_BODY_TIMEOUT; 408, not the backend's fault)
+STALL_READ = 2    # the backend stopped sending its response or taking the body (LB_READ_TIMEOUT)
+STALL_SEND = 3    # the client stopped reading the response (LB_SEND_TIMEOUT; cut, not the backend's fault)
 
 
 class Exchange:
@@ -49,6 +53,9 @@ class Exchange:
     head_out: list[bytes] | None = None   # response head held back to share a write with the body
     route: Route                     # set by the client connection: whose pool serves this request
     unmatched: tuple[str, str] | None = None   # (host, path) of a request no route matched
+    stall_kind = 0                   # STALL_* seen by the last sweep, since stall_from
+    stall_from = 0.0
+    stall_size = 0                   # a write buffer's size at the last sweep: smaller means progress
 
     def __init__(self, client: ClientConnection, method: bytes, req: RequestHead, keep_alive: bool,
                  http11: bool) -> None:
@@ -177,9 +184,6 @@ class Exchange:
     # --- from the backend ----------------------------------------------------------------------
     def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:
         """The final response's head (the upstream connection drops 1xx other than 101)."""
-        self.response_started = True
-        self.status = status
-        self.upstream_keep_alive = upstream_keep_alive
         conn = self.upstream
         if conn is not None and raw_head == conn.last_head:
             # A backend tends to send the same head again (Date changes once a second): reuse it.
@@ -189,6 +193,13 @@ class Exchange:
             head, has_length, chunked, upgrade_to = rewritten
             if conn is not None:
                 conn.last_head, conn.last_rewrite = raw_head, rewritten
+        if chunked is None or (status == 101 and not self.req.upgrade):
+            # Framing we cannot relay faithfully, or a switch of protocols nobody asked for: 502.
+            self.upstream_broken()
+            return
+        self.response_started = True
+        self.status = status
+        self.upstream_keep_alive = upstream_keep_alive
         parts = [head, b"\r\n"]
         client = self.client
         if status == 101:
@@ -199,6 +210,8 @@ class Exchange:
             client.transport.writelines(parts)
             return
         self.no_body = self.method == b"HEAD" or status == 204 or status == 304
+        if status == 204 and has_length:
+            parts[0] = strip_length(head)
         close = (not self.keep_alive or client.proxy.draining
                  or (self.req.has_body and not self.request_done) or self.req.upgrade)
         if not self.no_body:
@@ -220,10 +233,10 @@ class Exchange:
         self.close_after = close
         # Held back until the end of this read, so head and body leave in one write (one syscall).
         self.head_out = parts
-        if self.method == b"HEAD" and self.upstream is not None:
-            # llhttp would wait for the body Content-Length announces: end the message here.
-            self.upstream.reset_parser = True
-            self.response_complete()
+        if self.method == b"HEAD" and conn is not None:
+            # llhttp would wait for the body Content-Length announces: the message ends here,
+            # once this read is parsed (anything after the head is a broken backend's).
+            conn.ended = True
 
     def flush_head(self) -> None:
         out, self.head_out = self.head_out, None
@@ -294,6 +307,10 @@ class Exchange:
         self.upstream = None
         conn.exchange = None
         pool = self.route.pool
+        if self.response_started and self.head_out is not None and not self.close_delimited:
+            # Nothing reached the client yet (the head waits for the end of the read): answer 502.
+            self.response_started = False
+            self.head_out = None
         if self.response_started:
             if self.close_delimited:    # the close was the end of the body
                 self.close_after = self.close_after or not self.rechunk
@@ -303,6 +320,11 @@ class Exchange:
                 self._end(self.status, failed=True)
                 self.finished = True
                 self.client.abort()
+            return
+        if self.req.has_body and not self.request_done:
+            # The body was still coming: a backend giving up on a slow client is not a broken one.
+            self._end(502, failed=None)
+            self.respond_error(502)
             return
         backend = self.backend
         replayable = self.replay and (self.request_done or not self.req.has_body)
@@ -344,8 +366,68 @@ class Exchange:
                                     % (len(body), b"Connection: close\r\n" if close else b"", body))
         self._done(close)
 
+    # --- stalls (the sweep calls this for the exchange in progress when no head is owed) ---------
+    def check_stall(self, now: float) -> None:
+        """Time out a request that makes no progress: the timer is the sweep, a read only sets a flag."""
+        if self.finished:
+            return
+        client = self.client
+        conn = self.upstream
+        if self.response_started:
+            if client.write_paused:
+                kind = STALL_SEND
+                size = client.transport.get_write_buffer_size()
+                moved = size < self.stall_size
+                self.stall_size = size
+            elif conn is not None:
+                kind = STALL_READ
+                moved = conn.active
+                conn.active = False
+            else:
+                return
+        elif self.req.has_body and not self.request_done:
+            if client.paused & PAUSE_UPSTREAM and conn is not None and conn.transport is not None:
+                kind = STALL_READ        # the backend does not take the body
+                size = conn.transport.get_write_buffer_size()
+                moved = size < self.stall_size
+                self.stall_size = size
+            elif client.paused:          # buffered while a backend connects (LB_CONNECT_TIMEOUT)
+                self.stall_kind = 0
+                return
+            else:
+                kind = STALL_BODY
+                moved = client.active
+                client.active = False
+        else:
+            return
+        if moved or kind != self.stall_kind:
+            self.stall_kind = kind
+            self.stall_from = now
+        elif now - self.stall_from >= client.proxy.timeouts[kind]:
+            self.stalled(kind)
+
+    def stalled(self, kind: int) -> None:
+        client = self.client
+        if kind == STALL_SEND:           # the client's doing: cut it (abort() ends the accounting)
+            client.abort()
+            return
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        if kind == STALL_BODY:           # nginx's client_body_timeout: 408, and the backend is not to blame
+            self._end(408, failed=None)
+            self.respond_error(408)
+        elif self.response_started:      # the backend stopped mid-response: cut the client too
+            self.flush_head()
+            self._end(self.status, failed=True)
+            self.finished = True
+            client.abort()
+        else:
+            self._end(504, failed=True)
+            self.respond_error(504)
+
     # --- ending --------------------------------------------------------------------------------
-    def _end(self, status: int, failed: bool) -> None:
+    def _end(self, status: int, failed: bool | None) -> None:
         attempt = self.attempt
         if attempt is not None:
             self.attempt = self.backend = None
@@ -375,4 +457,4 @@ class Exchange:
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()
-        self._end(499, failed=False)
+        self._end(499, failed=None)   # the client's doing: no failure, no latency

@@ -16,7 +16,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from lb.clock import Clock
 from lb.proxy.exchange import Exchange
-from lb.proxy.headers import REASONS, build_request, error_response
+from lb.proxy.headers import REASONS, Rejected, build_request, error_response
 from lb.proxy.upstream import IDLE_S, PAUSE_BODY, PAUSE_UPSTREAM, WRITE_HIGH, WRITE_LOW, UpstreamConnection, close_stale
 
 MAX_QUEUED = 32       # pipelined requests parsed ahead of the one in progress
@@ -26,12 +26,23 @@ if TYPE_CHECKING:
     from lb.routing.table import RouteTable
 
 
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The framing field of a request's body (build_request accepted exactly one of them)."""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            return b"Transfer-Encoding: chunked"
+        if lower == b"content-length":
+            return b"Content-Length: " + value.strip()
+    return b""
+
+
 class Proxy:
     """What every client connection shares: the routes, settings, and the open connections."""
 
     def __init__(self, routes: RouteTable, not_found: Route, *, clock: Clock, upstream_timeout: float,
-                 connect_timeout: float,
-                 max_header_bytes: int, idle_timeout: float, log: logging.Logger) -> None:
+                 connect_timeout: float, max_header_bytes: int, idle_timeout: float, log: logging.Logger,
+                 body_timeout: float = 60.0, read_timeout: float = 60.0, send_timeout: float = 60.0) -> None:
         self.routes = routes
         self.not_found = not_found      # the route of requests no rule matches: answered 404
         self.clock = clock
@@ -39,6 +50,8 @@ class Proxy:
         self.connect_timeout = connect_timeout
         self.max_header_bytes = max_header_bytes
         self.idle_timeout = idle_timeout
+        # Indexed by exchange.STALL_BODY, STALL_READ, STALL_SEND.
+        self.timeouts = (0.0, body_timeout, read_timeout, send_timeout)
         self.upstream_idle_s = IDLE_S
         self.log = log
         self.loop = asyncio.get_running_loop()
@@ -59,17 +72,21 @@ class Proxy:
                 conn.close()
 
     def sweep(self, now: float) -> None:
-        """Time out requests whose backend owes a head too long; close idle keep-alive connections.
-
-        A periodic sweep instead of a timer per request: the request path pays nothing for it.
+        """Time out requests whose backend owes a head too long, or that stall once under way (a body
+        that stops coming, a backend that stops sending, a client that stops reading); close idle
+        keep-alive connections. A periodic sweep instead of a timer per request or read: the request
+        path only sets flags.
         """
         timeout, idle_timeout = self.upstream_timeout, self.idle_timeout
         for conn in list(self.connections):
             queue = conn.queue
             if queue:
-                since = queue[0].waiting_since()
-                if since is not None and now - since >= timeout:
-                    queue[0].timed_out()
+                exchange = queue[0]
+                since = exchange.waiting_since()
+                if since is None:
+                    exchange.check_stall(now)
+                elif now - since >= timeout:
+                    exchange.timed_out()
             elif conn.tunnel is None and now - conn.idle_since >= idle_timeout:
                 conn.close()
         for route in self.routes:
@@ -80,10 +97,6 @@ class Proxy:
     def abort_all(self) -> None:
         for conn in list(self.connections):
             conn.abort()
-
-
-class _HeadTooLarge(Exception):
-    pass
 
 
 class ClientConnection(asyncio.Protocol):
@@ -107,6 +120,14 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.last_request: tuple | None = None   # (url, headers, method, http11, RequestHead)
         self.idle_since = proxy.clock.now()
+        self.active = True            # a read arrived since the last sweep (LB_BODY_TIMEOUT)
+        # A chunked body's trailer fields are counted against LB_MAX_HEADER_BYTES, never kept.
+        self.chunk_head = False       # a chunk-size line with no data since: the last one, then trailers
+        self.trailer_bytes = 0        # exact, from completed fields
+        self.trailer_raw = 0          # raw bytes of whole reads spent in trailers (bounds a field never ended)
+        self.upgrading: Exchange | None = None   # a forwarded Upgrade request: tunnel bytes follow it
+        self.upgrade_body = b""       # a dropped Upgrade's body framing: llhttp ended that message at its head
+        self.continuing = False       # parsing a framing head made up for that body (see _after_upgrade)
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,28 +143,73 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
             return
-        if self.pending_error or self.closing:
-            return
+        self.active = True
+        while data and not (self.pending_error or self.closing):
+            data = self._feed(data)
+
+    def _feed(self, data: bytes) -> bytes:
+        """Parse one read; returns what follows an Upgrade the proxy dropped (to parse afresh)."""
         if self.reading_head:
-            if not self.head_bytes:
+            if not self.head_bytes and not self.url:
                 self.count_head = False   # a head starting this read: its raw size bounds it
             self.head_bytes += len(data)
+        in_trailer = self.chunk_head
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
-            exchange = self.queue[-1] if self.queue else None
-            if exchange is not None and exchange.req.upgrade:
-                exchange.tunnel_data = data[upgrade.args[0]:]
-                self.pause(PAUSE_BODY)   # nothing but tunnel bytes may follow an Upgrade request
-            else:
-                self.fail(400)           # CONNECT, or an upgrade we cannot forward
+            return self._after_upgrade(data, upgrade.args[0])
         except HttpParserCallbackError as exc:
-            self.fail(431 if isinstance(exc.__context__, _HeadTooLarge) else 400)
-        except HttpParserError:
-            self.fail(400)
+            context = exc.__context__
+            self.fail(context.status if isinstance(context, Rejected) else 400)
+        except HttpParserError as exc:
+            self.fail(self._parse_error_status(exc))
         else:
-            if self.reading_head and self.head_bytes > self.proxy.max_header_bytes:
-                self.fail(431)
+            limit = self.proxy.max_header_bytes
+            if self.reading_head:
+                if self.head_bytes > limit:
+                    self.fail(431)
+                elif self.url:
+                    self._check_request_line(data)
+            elif in_trailer and self.chunk_head:
+                self.trailer_raw += len(data)
+                if self.trailer_raw > limit:
+                    self.fail(431)
+        return b""
+
+    def _parse_error_status(self, exc: HttpParserError) -> int:
+        if self.parser.get_http_version() == "2.0":
+            return 505                # "PRI * HTTP/2.0": HTTP/2 with prior knowledge
+        if "Transfer-Encoding` header value" in str(exc) and not any(
+                n.lower() == b"transfer-encoding" for n, _ in self.headers):
+            return 501                # `chunked, gzip`: a coding we do not know (a repeated field stays 400)
+        return 400
+
+    def _check_request_line(self, data: bytes) -> None:
+        """A head still incomplete: a request line that ended without a version is HTTP/0.9 (400)."""
+        if self.parser.get_http_version() != "0.0":
+            return
+        start = data.rfind(self.url)
+        if start >= 0 and data.find(b"\n", start + len(self.url)) >= 0:
+            self.fail(400)
+
+    def _after_upgrade(self, data: bytes, offset: int) -> bytes:
+        """llhttp stops at the end of an Upgrade request's head. A forwarded Upgrade: the rest is
+        tunnel data. A dropped one (it has a body, or asks for h2c): the request goes on as a plain
+        one, and the rest (its body, then what follows) is parsed afresh."""
+        exchange, self.upgrading = self.upgrading, None
+        if exchange is not None:
+            if not exchange.finished:
+                exchange.tunnel_data = data[offset:]
+                self.pause(PAUSE_BODY)   # nothing but tunnel bytes may follow an Upgrade request
+            return b""
+        self.parser = HttpRequestParser(self)
+        rest = data[offset:]
+        framing, self.upgrade_body = self.upgrade_body, b""
+        if framing:
+            # Its body follows: a made-up head that frames it makes llhttp read it for this request.
+            self.continuing = True
+            rest = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n" + rest
+        return rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -175,25 +241,51 @@ class ClientConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if self.parsing is None:
+            self.headers.append((name, value))
+            return
+        # A chunked body's trailer fields: counted, never forwarded, never glued onto the next head.
+        self.trailer_bytes += len(name) + len(value) + 4
+        if self.trailer_bytes > self.proxy.max_header_bytes:
+            raise Rejected(431)
+
+    def on_chunk_header(self) -> None:
+        self.chunk_head = True
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        if self.continuing:           # the made-up head framing a dropped Upgrade's body
+            self.continuing = False
+            self.reading_head = False
+            self.head_bytes = self.trailer_bytes = 0
+            self.url = b""
+            return
         if self.count_head or self.head_bytes > self.proxy.max_header_bytes:
             size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
             if size > self.proxy.max_header_bytes:
-                raise _HeadTooLarge()
+                raise Rejected(431)
         self.reading_head = False
         self.head_bytes = 0
         method = parser.get_method()
-        http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        http11 = version == "1.1"
+        if not http11 and version != "1.0":
+            raise Rejected(505 if version >= "2" else 400)   # HTTP/2.0 in an HTTP/1 request line; 0.9
         headers = self.headers
         last = self.last_request
         if last is not None and last[0] == self.url and last[1] == headers and last[2] == method and last[3] == http11:
             req = last[4]   # a keep-alive client often sends the very same head again: reuse its rewrite
         else:
-            req = build_request(method, self.url, headers, self.client_ip, parser.should_upgrade(), http11)
-            self.last_request = (self.url, headers, method, http11, req)
+            if method == b"CONNECT":
+                raise Rejected(405)   # a forward proxy's method: nginx refuses it too
+            upgrade = parser.should_upgrade()
+            req = build_request(method, self.url, headers, self.client_ip, upgrade, http11)
+            if upgrade and not req.upgrade:
+                # Upgrade dropped: llhttp will end this message at its head, so its body needs framing.
+                self.upgrade_body = _body_framing(headers) if req.has_body else b""
+                self.last_request = None
+            else:
+                self.last_request = (self.url, headers, method, http11, req)
         exchange = Exchange(self, method, req, parser.should_keep_alive(), http11)
         routes = self.proxy.routes
         route = routes.single
@@ -203,6 +295,8 @@ class ClientConnection(asyncio.Protocol):
                 route = self.proxy.not_found
                 exchange.unmatched = (host, path)
         exchange.route = route
+        if req.upgrade:
+            self.upgrading = exchange
         self.parsing = exchange
         self.url = b""            # ready for the next head (no on_message_begin: one call fewer)
         self.headers = []
@@ -214,13 +308,18 @@ class ClientConnection(asyncio.Protocol):
             self.pause(PAUSE_BODY)
 
     def on_body(self, body: bytes) -> None:
+        self.chunk_head = False
         if self.parsing is not None:
             self.parsing.request_body(body)
 
     def on_message_complete(self) -> None:
+        if self.upgrade_body:         # a dropped Upgrade: llhttp ended it at its head, its body follows
+            return
         exchange, self.parsing = self.parsing, None
         self.reading_head = True
         self.count_head = True   # a pipelined head may follow in this same read: count it exactly
+        self.chunk_head = False
+        self.trailer_bytes = self.trailer_raw = 0
         if exchange is not None:
             exchange.request_complete()
 

@@ -7,6 +7,7 @@ exchange is done the connection goes back to its backend's idle list (or is clos
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -14,6 +15,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 if TYPE_CHECKING:
     from lb.collect.backend import Backend
     from lb.proxy.exchange import Exchange
+    from lb.proxy.protocol import ClientConnection
 
 # Write buffer limits: past `high` buffered bytes the other side stops reading (backpressure).
 WRITE_HIGH = 256 * 1024
@@ -26,10 +28,17 @@ PAUSE_BODY = 1        # a body is buffered while no backend is connected, or the
 PAUSE_UPSTREAM = 2    # the backend's socket buffer is full
 
 
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*([0-9]+)")
+
+
+class _Extra(Exception):
+    """Raised inside llhttp's callbacks to stop parsing what a backend must not have sent."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
                  "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from",
-                 "last_head", "last_rewrite", "used", "idle_from")
+                 "last_head", "last_rewrite", "used", "idle_from", "ended", "broken", "body_seen", "active")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -40,10 +49,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False        # any byte of the current response arrived
         self.reset_parser = False     # a HEAD response ended at its head: parse the next afresh
         self.read_paused = False
-        self.tunnel = None            # the ClientConnection, once upgraded (WebSocket)
+        self.tunnel: ClientConnection | None = None   # once upgraded (WebSocket)
         # The response head is taken from the raw bytes (see headers.rewrite_response): they are
         # kept from the start of the current response until its head is complete.
-        self.head_buf = b""
+        self.head_buf: bytes | bytearray = b""
         self.head_pos = 0             # where the current head starts in head_buf (after any 1xx)
         self.in_head = True
         self.interim = False          # the message being parsed is a 1xx
@@ -55,6 +64,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_rewrite: tuple = ()
         self.used = True              # since the last sweep (see close_stale)
         self.idle_from = 0.0
+        self.ended = False            # the response ended in the read being parsed
+        self.broken = False           # the backend sent more than it framed: never reuse
+        self.body_seen = 0            # body bytes relayed before the current read
+        self.active = True            # a read arrived since the last sweep (LB_READ_TIMEOUT)
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,23 +83,75 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        self.active = True
         if self.in_head:
-            self.head_buf = self.head_buf + data if self.head_buf else data
+            buf = self.head_buf
+            if buf:
+                # A head in several reads: appended in place (linear), and never past the cap.
+                if len(buf) + len(data) > exchange.client.proxy.max_header_bytes:
+                    exchange.upstream_broken()
+                    return
+                if type(buf) is bytes:
+                    buf = bytearray(buf)
+                buf += data
+                self.head_buf = buf
+            else:
+                self.head_buf = data
             self.chunk_from = len(data)     # no body in it unless a head completes
         else:
             self.chunk_from = 0
         self.chunk = data
         try:
             self.parser.feed_data(data)
-            chunk, self.chunk = self.chunk, None
-            if chunk is not None and self.exchange is exchange:   # a response still in progress
-                exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
         except HttpParserUpgrade as upgrade:
             self.chunk = None
             exchange.upstream_upgraded(data[upgrade.args[0]:])
+            return
         except HttpParserError:
-            self.chunk = None
-            exchange.upstream_broken()
+            chunk, self.chunk = self.chunk, None
+            if self.ended:            # bytes after the response's end (see on_message_begin)
+                self._finish(exchange, chunk, True)
+            else:
+                exchange.upstream_broken()
+            return
+        chunk, self.chunk = self.chunk, None
+        if self.ended:
+            self._finish(exchange, chunk, False)
+        elif chunk is not None and self.exchange is exchange:   # a response still in progress
+            if self.chunk_from:
+                chunk = chunk[self.chunk_from:]
+            self.body_seen += len(chunk)
+            exchange.relay(chunk)
+        if self.reset_parser:
+            self.reset_parser = False
+            self.parser = HttpResponseParser(self)
+
+    def _finish(self, exchange: Exchange, chunk: bytes | None, extra: bool) -> None:
+        """The response ended in this read: relay its last body bytes and end the exchange.
+
+        A backend never sends more (no pipelining upstream). If it did (more than Content-Length,
+        a body on 204/304 or to HEAD), only the framed bytes reach the client and the connection
+        is never reused: its next response would belong to nobody.
+        """
+        self.ended = False
+        if self.exchange is not exchange:
+            return
+        body = chunk[self.chunk_from:] if chunk is not None and self.chunk_from < len(chunk) else b""
+        if exchange.method == b"HEAD":
+            extra = extra or bool(body)   # HEAD ends at its head: a body is a broken backend's
+            self.reset_parser = True
+            body = b""
+        if extra:
+            self.broken = True
+            if body and not exchange.no_body:
+                length = _CONTENT_LENGTH.search(self.last_head)
+                if length is None or exchange.rechunk:   # chunked: the framed end is not known here
+                    exchange.upstream_broken()
+                    return
+                body = body[:max(0, int(length.group(1)) - self.body_seen)]
+        if body:
+            exchange.relay(body)
+        exchange.response_complete()
         if self.reset_parser:
             self.reset_parser = False
             self.parser = HttpResponseParser(self)
@@ -113,19 +178,31 @@ class UpstreamConnection(asyncio.Protocol):
             client.resume(PAUSE_UPSTREAM)
 
     # --- llhttp callbacks, handed to the exchange ----------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.ended:                # a second message in the read that ended the response
+            raise _Extra()
+
     def on_headers_complete(self) -> None:
         buf = self.head_buf
         end = buf.find(b"\r\n\r\n", self.head_pos)
         head = buf[self.head_pos:end]
+        if type(head) is not bytes:
+            head = bytes(head)
         self.head_pos = end + 4
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.interim = True       # 100 is the proxy's to send, other 1xx are dropped
             return
+        exchange = self.exchange
+        if exchange is None:
+            raise _Extra()
+        if end > exchange.client.proxy.max_header_bytes:   # the whole head, 1xx included
+            raise _Extra()
         self.in_head = False
         self.chunk_from = end + 4 - (len(buf) - len(self.chunk))  # type: ignore[arg-type]
         self.head_buf = b""
-        self.exchange.response_head(status, self.parser.should_keep_alive(), head)  # type: ignore[union-attr]
+        self.body_seen = 0
+        exchange.response_head(status, self.parser.should_keep_alive(), head)
 
     def on_message_complete(self) -> None:
         if self.interim:              # the final response's head follows the 1xx
@@ -133,13 +210,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.in_head = True
         self.head_pos = 0
-        exchange = self.exchange
-        chunk, self.chunk = self.chunk, None
-        if exchange is not None:
-            if chunk is not None and self.chunk_from < len(chunk):
-                # The body ends in this read: a backend never sends more (no pipelining upstream).
-                exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
-            exchange.response_complete()
+        self.ended = True             # relayed and ended once the read is parsed (see _finish)
 
     # --- the pool's side -----------------------------------------------------------------------
     def pause_reading(self) -> None:
@@ -159,7 +230,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.in_head = True
         self.head_buf = b""
         self.head_pos = 0
-        if reusable and not self.closed and not self.backend.retired:
+        if reusable and not self.closed and not self.backend.retired and not self.broken:
             self.resume_reading()
             self.backend.idle.append(self)
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lb.config import Config, ConfigError, HostPort, documented_variables
+from lb.config import Config, ConfigError, HostPort, documented_variables, variable_ranges
 
 
 def test_defaults():
@@ -25,7 +25,8 @@ def test_defaults():
     ({"LB_RETRY_BUDGET": "1"}, "retry_budget", 1.0),
     ({"LB_EJECT_AFTER": "3"}, "eject_after", 3),
     ({"LB_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
-    ({"LB_UPSTREAM_TIMEOUT": ""}, "upstream_timeout", 60.0),   # empty means default
+    ({"LB_BACKENDS": ""}, "backends", ()),                      # empty means none: blank is meaningful here
+    ({"LB_ADMIN_TOKEN": ""}, "admin_token", ""),
 ])
 def test_good_values(env, field, expected):
     assert getattr(Config.from_env(env), field) == expected
@@ -47,12 +48,44 @@ def test_good_values(env, field, expected):
     ({"LB_POLICY": "no-such-policy"}, "LB_POLICY"),
     ({"LB_MIN_REPLICAS": "5", "LB_MAX_REPLICAS": "2"}, "LB_MIN_REPLICAS"),
     ({"LB_BACKENDS": "a:1", "LB_SERVICE": "web"}, "LB_BACKENDS"),
+    # Issue 10: blank is not the default, numbers are plain ASCII within a range, lists are lists.
+    ({"LB_LISTEN": ""}, "LB_LISTEN"),
+    ({"LB_UPSTREAM_TIMEOUT": " "}, "LB_UPSTREAM_TIMEOUT"),
+    ({"LB_LOG_LEVEL": ""}, "LB_LOG_LEVEL"),
+    ({"LB_POLICY": ""}, "LB_POLICY"),
+    ({"LB_DOCKER_HOST": ""}, "LB_DOCKER_HOST"),
+    ({"LB_MAX_HEADER_BYTES": "1_000_000"}, "LB_MAX_HEADER_BYTES"),
+    ({"LB_MAX_HEADER_BYTES": "\uff16\uff15\uff15\uff13\uff16"}, "LB_MAX_HEADER_BYTES"),   # full-width 65536
+    ({"LB_MAX_HEADER_BYTES": "100000000000"}, "LB_MAX_HEADER_BYTES"),
+    ({"LB_IDLE_TIMEOUT": "1e-320"}, "LB_IDLE_TIMEOUT"),
+    ({"LB_TARGET_INFLIGHT": "1e-320"}, "LB_TARGET_INFLIGHT"),
+    ({"LB_BODY_TIMEOUT": "0.001"}, "LB_BODY_TIMEOUT"),
+    ({"LB_READ_TIMEOUT": "1e9"}, "LB_READ_TIMEOUT"),
+    ({"LB_SEND_TIMEOUT": "inf"}, "LB_SEND_TIMEOUT"),
+    ({"LB_BACKENDS": ",,,"}, "LB_BACKENDS"),
+    ({"LB_BACKENDS": "a:0"}, "LB_BACKENDS"),
+    ({"LB_BACKENDS": "a:1 b:2"}, "LB_BACKENDS"),
+    ({"LB_LISTEN": "0.0.0.0:0"}, "LB_LISTEN"),
+    ({"LB_LISTEN": "0.0.0.0:\uff18\uff10"}, "LB_LISTEN"),
+    ({"LB_POLICY": "json:dumps"}, "LB_POLICY"),
+    ({"LB_POLICY": "lb.config:Config"}, "LB_POLICY"),
+    ({"LB_ADMIN_TOKEN": "two words"}, "LB_ADMIN_TOKEN"),
 ])
 def test_bad_values_name_the_variable_in_one_line(env, variable):
     with pytest.raises(ConfigError) as info:
         Config.from_env(env)
     message = str(info.value)
     assert message.startswith(variable) and "expects" in message and "\n" not in message
+
+
+def test_every_data_path_number_has_a_range():
+    ranges = variable_ranges()
+    for name in ("LB_UPSTREAM_TIMEOUT", "LB_CONNECT_TIMEOUT", "LB_DRAIN_TIMEOUT", "LB_MAX_HEADER_BYTES",
+                 "LB_IDLE_TIMEOUT", "LB_BODY_TIMEOUT", "LB_READ_TIMEOUT", "LB_SEND_TIMEOUT", "LB_RETRY_BUDGET",
+                 "LB_EJECT_AFTER", "LB_EJECT_BASE", "LB_ADMIN_TIMEOUT", "LB_BACKEND_PORT",
+                 "LB_DISCOVERY_INTERVAL", "LB_DOCKER_TIMEOUT"):
+        assert name in ranges, name
+    assert ranges["LB_BODY_TIMEOUT"] == "0.1–86400"
 
 
 def test_every_variable_is_documented():

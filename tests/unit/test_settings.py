@@ -30,7 +30,7 @@ def test_labels_are_parsed_with_the_same_ranges():
     assert parse_labels(labels) == {"target_inflight": 8.0, "min_replicas": 0}
     with pytest.raises(ValueError) as info:
         parse_labels({"swarmscale.min-replicas": "-1"})
-    assert str(info.value) == "swarmscale.min-replicas='-1': expects an integer >= 0"
+    assert str(info.value) == "swarmscale.min-replicas='-1': expects an integer >= 0 and <= 10000"
 
 
 @pytest.mark.parametrize("env, variable", [
