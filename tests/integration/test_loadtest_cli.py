@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 pytestmark = pytest.mark.timeout(90)
+WEB = str(Path(__file__).resolve().parents[2] / "loadtest" / "scenarios" / "web.py")
 
 SCENARIO = '''
 from loadtest import HttpUser, LoadTestShape, constant, task
@@ -69,11 +70,13 @@ async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(backen
     (["-t", "soon"], "bad run time"),
     (["--shape", "zigzag"], "unknown shape"),
     (["-f", "/nonexistent/locustfile.py"], "no scenario file"),
-    (["-H", "https://127.0.0.1:9"], "https is not supported"),
+    (["-H", "ftp://127.0.0.1:9"], "host must look like http(s)://"),
+    (["-s", "soon"], "bad run time"),
+    (["--frobnicate"], "unrecognized arguments"),
 ])
 async def test_cli_rejects_bad_input_in_one_line(args: list[str], message: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest", "-H", "http://127.0.0.1:9", *args,
+        sys.executable, "-m", "loadtest", "-H", "http://127.0.0.1:9", "-f", WEB, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 2
