@@ -53,12 +53,12 @@ def svg_chart(title: str, times: Sequence[float], series: Sequence[tuple[str, Se
     for i, (label, ys) in enumerate(series):
         color = COLORS[i % len(COLORS)]
         runs: list[list[str]] = [[]]
-        for tt, v in zip(times, ys):
-            if v is None:
+        for tt, yv in zip(times, ys):
+            if yv is None:
                 if runs[-1]:
                     runs.append([])
                 continue
-            runs[-1].append(f"{x(tt):.1f},{y(v):.1f}")
+            runs[-1].append(f"{x(tt):.1f},{y(yv):.1f}")
         for pts in runs:
             if len(pts) == 1:
                 cx, cy = pts[0].split(",")
