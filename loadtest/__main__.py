@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from loadtest.client import check_base_url
 from loadtest.events import events
-from loadtest.runner import Environment, Runner, RunOptions, RunResult, load_classes, run
+from loadtest.runner import SERVICES_COLUMNS, Environment, Runner, RunOptions, RunResult, load_classes, run
 from loadtest.shapes import SHAPES, parse_shape
 from loadtest.stats import stats_rows
 
@@ -357,6 +357,19 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         code = args.exit_code_on_error  # a run that sent nothing never passes silently
     print(file=human)
     print(format_summary(result), file=human)
+    if args.lb_admin and result.history:
+        # The balancer's side of the run (replicas, held requests, cold starts, services), as
+        # `python -m loadtest.report` prints it from the files.
+        from loadtest import report
+
+        rows = [dict(zip(result.history_columns, map(str, r))) for r in result.history]
+        svc_rows = [dict(zip(SERVICES_COLUMNS, map(str, r))) for r in result.services]
+        try:
+            summary = report.summarize_rows(rows, (result.stats.num_requests, result.stats.num_failures),
+                                            report.summarize_services(svc_rows))
+            print("\n" + report.format_summary(summary), file=human)
+        except ValueError:
+            pass
     if args.json:
         print(json.dumps(result.stats.serialize_stats(), indent=4), flush=True)
     if args.json_file:

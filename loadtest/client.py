@@ -259,6 +259,10 @@ class CookieJar:
     def __init__(self) -> None:
         # (domain or "", path, name) -> (value, host_only host, expires epoch or None)
         self._jar: dict[tuple[str, str, str], tuple[str, str, float | None]] = {}
+        # The Cookie header per (host, path) until the jar changes: a server that sets the same cookie on
+        # every answer (a session refresh) costs a dict lookup, not a parse.
+        self._sent: dict[tuple[str, str], str] = {}
+        self._last_raw: list[bytes] = []
 
     def __bool__(self) -> bool:
         return bool(self._jar)
@@ -289,6 +293,8 @@ class CookieJar:
 
     def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
         self._jar[(domain.lstrip(".").lower(), path, name)] = (value, "", None)
+        self._sent.clear()
+        self._last_raw = []
 
     def items(self) -> list[tuple[str, str]]:
         return [(n, v) for (_, _, n), (v, _, _) in self._jar.items()]
@@ -298,8 +304,15 @@ class CookieJar:
 
     def clear(self) -> None:
         self._jar.clear()
+        self._sent.clear()
+        self._last_raw = []
 
     def store(self, host: str, request_path: str, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        raw = [v for k, v in raw_headers if len(k) == 10 and k.lower() == b"set-cookie"]
+        if raw == self._last_raw and not any(b"xpires" in v or b"ax-age" in v for v in raw):
+            return  # the very cookies the last answer set, with no expiry to move: nothing changes
+        self._last_raw = raw
+        self._sent.clear()
         for name, value, attrs in _set_cookies(raw_headers):
             domain = attrs.get("domain", "").lstrip(".").lower()
             path = attrs.get("path") or _default_path(request_path)
@@ -324,14 +337,21 @@ class CookieJar:
 
     def header(self, host: str, path: str, tls: bool = True) -> str:
         """The Cookie header for a request to host+path ('' when none matches)."""
+        key = (host, path)
+        cached = self._sent.get(key)
+        if cached is not None:
+            return cached
         host = host.lower()
         now = 0.0
         out = []
+        expiring = False
         for (domain, cpath, name), (value, host_only, expires) in list(self._jar.items()):
             if expires is not None:
+                expiring = True
                 now = now or time.time()
                 if expires <= now:
                     del self._jar[(domain, cpath, name)]
+                    self._last_raw = []
                     continue
             if host_only and host_only != host:
                 continue
@@ -340,7 +360,10 @@ class CookieJar:
             if not (path == cpath or path.startswith(cpath if cpath.endswith("/") else cpath + "/")):
                 continue
             out.append(f"{name}={value}")
-        return "; ".join(out)
+        header = "; ".join(out)
+        if not expiring and len(self._sent) < 256:
+            self._sent[key] = header
+        return header
 
 
 def _default_path(request_path: str) -> str:
@@ -552,7 +575,6 @@ class HttpSession:
             self.close()
         resp = (CaughtResponse if catch_response else Response)(url)
         resp.request_method = method
-        start_wall = time.time()
         start = time.perf_counter()
         try:
             await self._fetch(method, url, headers, data, resp, timeout if timeout is not None else self.timeout,
@@ -560,15 +582,20 @@ class HttpSession:
         except (TimeoutError, OSError, httptools.HttpParserError, ConnectionError, ValueError,
                 ssl.SSLError) as exc:
             resp.error = exc
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        elapsed = time.perf_counter() - start
+        elapsed_ms = elapsed * 1000.0
+        if not resp.history:
+            resp._elapsed = elapsed
         stat_name = name or url
         if resp.error is None and resp.status_code >= 400:
             # Like FastHttpUser's LocustBadStatusCode(code=N): no URL in it, so failures group per (method, name).
             resp.error = f"BadStatusCode(code={resp.status_code})"
         length = len(resp.content)
-        resp.request_meta = {"request_type": method, "method": method, "name": stat_name,
-                             "response_time": elapsed_ms, "length": length, "start_time": start_wall,
-                             "context": context or {}}
+        if catch_response or self.on_request is not None:
+            # Built only when someone reads it: a dict per request was measurable in the benchmark.
+            resp.request_meta = {"request_type": method, "method": method, "name": stat_name,
+                                 "response_time": elapsed_ms, "length": length,
+                                 "start_time": time.time() - elapsed, "context": context or {}}
         if catch_response:
             return resp
         # As in locust, a failed request counts as a request and as a failure.
@@ -603,9 +630,10 @@ class HttpSession:
                     cookie = f"{cookie}; {extra}" if cookie else extra
                 if cookie:
                     sent = {**(headers or {}), "Cookie": cookie}
-            began = time.perf_counter()
+            began = time.perf_counter() if hops else 0.0
             await self._send(origin, method, target, sent, body, resp, timeout)
-            resp._elapsed = time.perf_counter() - began
+            if hops:
+                resp._elapsed = time.perf_counter() - began  # requests' elapsed: the last hop's
             resp.url = full
             raw = resp._raw_headers
             if raw and len(raw) < 64:
