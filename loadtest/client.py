@@ -69,6 +69,9 @@ class CaseInsensitiveDict(MutableMapping[str, str]):
         return repr(dict(self.items()))
 
 
+_NO_HISTORY: list[Response] = []
+
+
 class Response:
     """What a task sees of one response; mirrors the parts of locust's (requests') response people use."""
 
@@ -84,7 +87,7 @@ class Response:
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: CaseInsensitiveDict | None = None
         self._elapsed = 0.0
-        self.history: list[Response] = []
+        self.history: list[Response] = _NO_HISTORY  # replaced by a list of its own on the first redirect
         self.request_method = "GET"
 
     @property
@@ -653,6 +656,8 @@ class HttpSession:
                 raise ValueError(f"more than {MAX_REDIRECTS} redirects")
             hop = Response(full)
             hop.status_code, hop.content, hop._raw_headers = resp.status_code, resp.content, raw
+            if resp.history is _NO_HISTORY:
+                resp.history = []
             resp.history.append(hop)
             resp._headers = None
             url = urljoin(full, location)
