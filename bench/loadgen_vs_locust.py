@@ -4,6 +4,8 @@
 Both drive the same tiny nginx response on 127.0.0.1 with the same settings (32 users, no wait, one
 process each), in alternating rounds so a noisy neighbour hurts both alike. Throughput is counted by nginx
 itself (stub_status), over the same steady window of each run, not taken from either tool's own report.
+Both run as a locust user would: cookie jar on (nginx sets a session cookie on every answer, which each
+tool stores and sends back) and redirects followed (the default of both; these answers are 200s).
 
 locust is installed into a throwaway venv (build/locust-venv) for this comparison only; it is not a
 dependency of the project. nginx-light is installed with apt-get when missing and we are root.
@@ -42,7 +44,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location = /nginx_status {{ stub_status; }}
-        location / {{ return 200 "ok\\n"; }}
+        location / {{ add_header Set-Cookie "sid=bench; Path=/"; return 200 "ok\\n"; }}
     }}
 }}
 """
@@ -163,7 +165,8 @@ def main() -> int:
             common = ["-H", host, "-u", str(args.users), "-r", str(args.users), "-t", run_for, "--headless"]
             ours = [sys.executable, "-m", "loadtest", "-f", f"{tmp}/ours.py", *common, "--only-summary"]
             theirs = [str(locust), "-f", f"{tmp}/theirs.py", *common, "--only-summary", "--loglevel", "WARNING"]
-            env_note = f"{os.cpu_count()} CPUs, nginx 1 worker, {args.users} users, no wait, one process each"
+            env_note = (f"{os.cpu_count()} CPUs, nginx 1 worker, {args.users} users, no wait, one process each, "
+                        "cookies and redirects on")
             print(f"Load generator vs locust FastHttpUser ({env_note}); req/s counted by nginx over "
                   f"{args.seconds:.0f} s after {args.warmup:.0f} s warm-up", flush=True)
             print(f"{'round':>5} {'loadtest req/s':>15} {'locust req/s':>13} {'ratio':>6}", flush=True)

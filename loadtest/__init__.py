@@ -1,13 +1,28 @@
 """Locust-style load tests on asyncio: write a scenario the way locust users do, run it with `python -m loadtest`."""
 
-from loadtest.client import Response, ResponseError
+from loadtest.client import CatchResponseError, Response, ResponseError
+from loadtest.events import EventHook, Events, events
+from loadtest.runner import Environment
 from loadtest.shapes import DailySineShape, LoadTestShape, RampShape, SpikeShape, StepShape
-from loadtest.user import HttpUser, StopUser, between, constant, constant_pacing, constant_throughput, task
-
-# A locustfile written for FastHttpUser ports with the same import change.
-FastHttpUser = HttpUser
+from loadtest.user import (
+    FastHttpUser,
+    HttpUser,
+    InterruptTaskSet,
+    SequentialTaskSet,
+    StopUser,
+    TaskSet,
+    User,
+    between,
+    constant,
+    constant_pacing,
+    constant_throughput,
+    tag,
+    task,
+)
 
 __all__ = [
-    "DailySineShape", "FastHttpUser", "HttpUser", "LoadTestShape", "RampShape", "Response", "ResponseError",
-    "SpikeShape", "StepShape", "StopUser", "between", "constant", "constant_pacing", "constant_throughput", "task",
+    "CatchResponseError", "DailySineShape", "Environment", "EventHook", "Events", "FastHttpUser", "HttpUser",
+    "InterruptTaskSet", "LoadTestShape", "RampShape", "Response", "ResponseError", "SequentialTaskSet",
+    "SpikeShape", "StepShape", "StopUser", "TaskSet", "User", "between", "constant", "constant_pacing",
+    "constant_throughput", "events", "tag", "task",
 ]

@@ -56,5 +56,5 @@ if os.environ.get("LOADTEST_SHAPE"):
             super().__init__(*args, **kwargs)
             self.shape = parse_shape(os.environ["LOADTEST_SHAPE"], os.environ.get("LOADTEST_SHAPE_ARGS", ""))
 
-        def tick(self):  # type: ignore[no-untyped-def]
+        def tick(self):  # type: ignore[no-untyped-def,unused-ignore]
             return self.shape.at(self.get_run_time())

@@ -22,6 +22,19 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class ServiceSummary:
+    """One service of a multi-service balancer (/status `services`), from PREFIX_services.csv."""
+
+    name: str
+    replicas_min: int | None
+    replicas_peak: int | None
+    held_peak: int | None
+    cold_starts: int | None
+    last_cold_start_s: float | None
+    latency_ms_median: float | None  # median over the run of the mean backend latency /status reported
+
+
+@dataclass(frozen=True)
 class Summary:
     duration_s: float
     peak_users: int
@@ -38,6 +51,11 @@ class Summary:
     first_scale_up_s: float | None  # from the step's start until current replicas first rose above replicas_at_step
     to_peak_s: float | None  # from the step's start until current replicas first reached their peak
     back_to_min_s: float | None  # from the step's end until current replicas were back at replicas_min
+    # From /status when the balancer reports them (scale to zero): None when it did not.
+    held_peak: int | None = None          # most requests held at once (waiting for a replica)
+    cold_starts: int | None = None        # cold starts seen during the run (last count - first count)
+    last_cold_start_s: float | None = None  # the last measured cold start
+    services: tuple[ServiceSummary, ...] = ()
 
     @property
     def failure_pct(self) -> float:
@@ -75,7 +93,8 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | None = None) -> Summary:
+def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | None = None,
+                   services: tuple[ServiceSummary, ...] = ()) -> Summary:
     """The summary of history rows (dicts keyed by the CSV's column names)."""
     rows = [r for r in rows if r.get("Name", "Aggregated") == "Aggregated"]
     if not rows:
@@ -130,13 +149,38 @@ def summarize_rows(rows: Sequence[dict[str, str]], totals: tuple[int, int] | Non
     if totals is None:
         totals = (int(_f(rows[-1].get("Total Request Count")) or 0),
                   int(_f(rows[-1].get("Total Failure Count")) or 0))
+    held = [v for v in (_f(r.get("Replicas Held")) for r in rows) if v is not None]
+    colds = [v for v in (_f(r.get("Cold Starts")) for r in rows) if v is not None]
+    last_cold = [v for v in (_f(r.get("Last Cold Start s")) for r in rows) if v is not None]
     return Summary(
         duration_s=times[-1], peak_users=peak_users, load_start_s=load_start, load_end_s=load_end,
         total_requests=totals[0], total_failures=totals[1], p95_before_ms=phase_p95(before),
         p95_during_ms=phase_p95(in_step), p95_after_ms=phase_p95(after), replicas_min=replicas_min,
         replicas_at_step=replicas_at_step,
         peak_replicas=peak, first_scale_up_s=first_up, to_peak_s=to_peak, back_to_min_s=back,
+        held_peak=int(max(held)) if held else None,
+        cold_starts=int(colds[-1] - colds[0]) if colds else None,
+        last_cold_start_s=last_cold[-1] if last_cold else None,
+        services=services,
     )
+
+
+def summarize_services(rows: Sequence[dict[str, str]]) -> tuple[ServiceSummary, ...]:
+    """Per service, from PREFIX_services.csv rows (one per service per second)."""
+    by: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        by.setdefault(r.get("Service", "?"), []).append(r)
+    out = []
+    for name, rs in sorted(by.items()):
+        def col(key: str, rs: list[dict[str, str]] = rs) -> list[float]:
+            return [v for v in (_f(r.get(key)) for r in rs) if v is not None]
+        cur, held, colds, last, lat = (col("Replicas Current"), col("Replicas Held"), col("Cold Starts"),
+                                       col("Last Cold Start s"), col("Latency ms"))
+        out.append(ServiceSummary(
+            name=name, replicas_min=int(min(cur)) if cur else None, replicas_peak=int(max(cur)) if cur else None,
+            held_peak=int(max(held)) if held else None, cold_starts=int(colds[-1] - colds[0]) if colds else None,
+            last_cold_start_s=last[-1] if last else None, latency_ms_median=_median(lat)))
+    return tuple(out)
 
 
 def summarize(prefix_or_path: str) -> Summary:
@@ -144,7 +188,12 @@ def summarize(prefix_or_path: str) -> Summary:
     path = history_path(prefix_or_path)
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return summarize_rows(rows, _aggregated_totals(path))
+    services: tuple[ServiceSummary, ...] = ()
+    svc = path.with_name(path.name.replace("_stats_history.csv", "_services.csv"))
+    if svc.is_file():
+        with open(svc, newline="") as fh:
+            services = summarize_services(list(csv.DictReader(fh)))
+    return summarize_rows(rows, _aggregated_totals(path), services)
 
 
 def _s(v: float | None, unit: str = "s") -> str:
@@ -170,6 +219,18 @@ def format_summary(s: Summary) -> str:
             + (f"{_s(s.back_to_min_s)} (from the step's end)" if s.back_to_min_s is not None
                else "n/a (not within the run)"),
         ]
+    if s.held_peak is not None or s.cold_starts is not None:
+        lines.append(f"Held requests:       peak {'n/a' if s.held_peak is None else s.held_peak}")
+        lines.append(f"Cold starts:         {'n/a' if s.cold_starts is None else s.cold_starts}"
+                     + (f", last took {s.last_cold_start_s:.1f} s" if s.last_cold_start_s is not None else ""))
+    for svc in s.services:
+        def n(v: object) -> str:
+            return "n/a" if v is None else str(v)
+        lines.append(
+            f"Service {svc.name + ':':<12} replicas {n(svc.replicas_min)}..{n(svc.replicas_peak)}, held peak "
+            f"{n(svc.held_peak)}, cold starts {n(svc.cold_starts)}"
+            + (f" (last {svc.last_cold_start_s:.1f} s)" if svc.last_cold_start_s is not None else "")
+            + (f", backend latency {svc.latency_ms_median:.1f} ms" if svc.latency_ms_median is not None else ""))
     return "\n".join(lines)
 
 

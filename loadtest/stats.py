@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import re
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,11 +81,18 @@ class StatsEntry:
     """One (method, name) row: counters and a {rounded ms: count} histogram."""
 
     __slots__ = ("method", "name", "num_requests", "num_failures", "total_response_time", "min_response_time",
-                 "max_response_time", "total_content_length", "response_times")
+                 "max_response_time", "total_content_length", "response_times", "fine_times", "start_time",
+                 "last_request_timestamp", "num_reqs_per_sec", "num_fail_per_sec")
 
     def __init__(self, method: str, name: str) -> None:
         self.method = method
         self.name = name
+        self.start_time = time.time()
+        self.last_request_timestamp: float | None = None
+        self.num_reqs_per_sec: dict[int, int] = {}
+        self.num_fail_per_sec: dict[int, int] = {}
+        # Sub-10 ms latencies in 50 us steps, for the plot only (the CSV keeps locust's whole milliseconds).
+        self.fine_times: dict[int, int] = {}
         self.num_requests = 0
         self.num_failures = 0
         self.total_response_time = 0.0
@@ -105,6 +113,20 @@ class StatsEntry:
         key = round(response_time) if response_time < 100 else round_response_time(response_time)
         hist = self.response_times
         hist[key] = hist.get(key, 0) + 1
+        if response_time < 10:
+            fine = self.fine_times
+            k = int(response_time * 20)
+            fine[k] = fine.get(k, 0) + 1
+        now = time.time()
+        self.last_request_timestamp = now
+        sec = int(now)
+        per = self.num_reqs_per_sec
+        per[sec] = per.get(sec, 0) + 1
+
+    def log_failure(self) -> None:
+        self.num_failures += 1
+        sec = int(time.time())
+        self.num_fail_per_sec[sec] = self.num_fail_per_sec.get(sec, 0) + 1
 
     def extend(self, other: StatsEntry) -> None:
         self.num_requests += other.num_requests
@@ -117,6 +139,15 @@ class StatsEntry:
         self.total_content_length += other.total_content_length
         for k, v in other.response_times.items():
             self.response_times[k] = self.response_times.get(k, 0) + v
+        for k, v in other.fine_times.items():
+            self.fine_times[k] = self.fine_times.get(k, 0) + v
+        self.start_time = min(self.start_time, other.start_time)
+        if other.last_request_timestamp is not None:
+            self.last_request_timestamp = max(self.last_request_timestamp or 0.0, other.last_request_timestamp)
+        for src, dst in ((other.num_reqs_per_sec, self.num_reqs_per_sec),
+                         (other.num_fail_per_sec, self.num_fail_per_sec)):
+            for k, v in src.items():
+                dst[k] = dst.get(k, 0) + v
 
     @property
     def avg_response_time(self) -> float:
@@ -137,6 +168,45 @@ class StatsEntry:
     def percentile(self, pct: float) -> int:
         return percentile(self.response_times, self.num_requests, pct)
 
+    # locust's StatsEntry names, for event hooks and quitting checks written against locust.
+    def get_response_time_percentile(self, pct: float) -> int:
+        return self.percentile(pct)
+
+    @property
+    def fail_ratio(self) -> float:
+        return self.num_failures / self.num_requests if self.num_requests else 0.0
+
+    @property
+    def total_rps(self) -> float:
+        if not self.last_request_timestamp:
+            return 0.0
+        return self.num_requests / max(self.last_request_timestamp - self.start_time, 1.0)
+
+    @property
+    def total_fail_per_sec(self) -> float:
+        if not self.last_request_timestamp:
+            return 0.0
+        return self.num_failures / max(self.last_request_timestamp - self.start_time, 1.0)
+
+    @property
+    def current_rps(self) -> float:
+        """Requests a second over the last ~10 s, as locust's."""
+        now = int(time.time())
+        return sum(self.num_reqs_per_sec.get(t, 0) for t in range(now - 11, now - 1)) / 10
+
+    def serialize(self) -> dict[str, object]:
+        """locust's StatsEntry.serialize(): what `--json` prints, key for key."""
+        return {
+            "name": self.name, "method": self.method, "last_request_timestamp": self.last_request_timestamp,
+            "start_time": self.start_time, "num_requests": self.num_requests, "num_none_requests": 0,
+            "num_failures": self.num_failures, "total_response_time": float(self.total_response_time),
+            "max_response_time": float(self.max_response_time),
+            "min_response_time": None if self.min_response_time is None else float(self.min_response_time),
+            "total_content_length": self.total_content_length,
+            "response_times": dict(self.response_times),
+            "num_reqs_per_sec": dict(self.num_reqs_per_sec), "num_fail_per_sec": dict(self.num_fail_per_sec),
+        }
+
 
 @dataclass
 class Interval:
@@ -146,6 +216,7 @@ class Interval:
     requests: int
     failures: int
     response_times: dict[int, int]
+    fine_times: dict[int, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -158,6 +229,13 @@ class Interval:
     def percentile(self, pct: float) -> int:
         return percentile(self.response_times, self.requests, pct)
 
+    def fine_percentile(self, pct: float) -> float:
+        """The percentile in ms with 50 us resolution below 10 ms (for the plot: no 0/1 ms saw-teeth)."""
+        coarse = self.percentile(pct)
+        if coarse >= 10 or not self.fine_times:
+            return float(coarse)
+        return percentile(self.fine_times, sum(self.fine_times.values()), pct) / 20 + 0.025
+
 
 @dataclass
 class RequestStats:
@@ -166,7 +244,9 @@ class RequestStats:
     entries: dict[tuple[str, str], StatsEntry] = field(default_factory=dict)
     # (method, name, error) -> [occurrences, first seen, last seen] (epoch seconds)
     errors: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-    exceptions: dict[str, int] = field(default_factory=dict)
+    # (message, traceback) -> count: exceptions raised by tasks, hooks, or the runner's own checks
+    exceptions: dict[tuple[str, str], int] = field(default_factory=dict)
+    start_time: float = field(default_factory=time.time)
 
     def log_request(self, method: str, name: str, response_time: float, content_length: int) -> None:
         entry = self.entries.get((name, method))
@@ -178,7 +258,7 @@ class RequestStats:
         entry = self.entries.get((name, method))
         if entry is None:
             entry = self.entries[(name, method)] = StatsEntry(method, name)
-        entry.num_failures += 1
+        entry.log_failure()
         key = (method, name, error_text(error))
         now = time.time()
         seen = self.errors.get(key)
@@ -188,16 +268,42 @@ class RequestStats:
             seen[0] += 1
             seen[2] = now
 
-    def log_exception(self, exc: BaseException) -> None:
-        """An exception a task raised (not a request failure): counted apart, as locust's exceptions."""
-        key = error_text(exc)
-        self.exceptions[key] = self.exceptions.get(key, 0) + 1
+    def log_exception(self, exc: BaseException | str, tb: str = "") -> bool:
+        """An exception a task raised (not a request failure): counted apart, as locust's exceptions, by
+        message and traceback. True the first time this one is seen (the caller prints it then)."""
+        if isinstance(exc, BaseException):
+            msg = str(exc) or type(exc).__name__
+            if not tb and exc.__traceback__ is not None:
+                tb = "".join(traceback.format_tb(exc.__traceback__))
+            msg = f"{type(exc).__name__}: {msg}" if not str(exc).startswith(type(exc).__name__) else msg
+        else:
+            msg = exc
+        key = (msg, tb)
+        n = self.exceptions.get(key, 0)
+        self.exceptions[key] = n + 1
+        return n == 0
 
-    def total(self) -> StatsEntry:
+    def aggregated(self) -> StatsEntry:
         agg = StatsEntry("", "Aggregated")
+        agg.start_time = self.start_time
         for entry in self.entries.values():
             agg.extend(entry)
+        agg.start_time = self.start_time
         return agg
+
+    @property
+    def total(self) -> StatsEntry:
+        """locust's `environment.stats.total`: every request aggregated."""
+        return self.aggregated()
+
+    def get(self, name: str, method: str) -> StatsEntry:
+        entry = self.entries.get((name, method))
+        if entry is None:
+            entry = self.entries[(name, method)] = StatsEntry(method, name)
+        return entry
+
+    def serialize_stats(self) -> list[dict[str, object]]:
+        return [e.serialize() for e in self.entries.values() if e.num_requests or e.num_failures]
 
     @property
     def num_requests(self) -> int:
@@ -221,14 +327,19 @@ def error_text(error: BaseException | str | None) -> str:
 
 def interval_between(prev: StatsEntry | None, cur: StatsEntry, seconds: float) -> Interval:
     if prev is None:
-        return Interval(seconds, cur.num_requests, cur.num_failures, dict(cur.response_times))
-    hist = {}
-    old = prev.response_times
-    for k, v in cur.response_times.items():
-        d = v - old.get(k, 0)
-        if d:
-            hist[k] = d
-    return Interval(seconds, cur.num_requests - prev.num_requests, cur.num_failures - prev.num_failures, hist)
+        return Interval(seconds, cur.num_requests, cur.num_failures, dict(cur.response_times),
+                        dict(cur.fine_times))
+
+    def diff(new: dict[int, int], old: dict[int, int]) -> dict[int, int]:
+        out = {}
+        for k, v in new.items():
+            d = v - old.get(k, 0)
+            if d:
+                out[k] = d
+        return out
+
+    return Interval(seconds, cur.num_requests - prev.num_requests, cur.num_failures - prev.num_failures,
+                    diff(cur.response_times, prev.response_times), diff(cur.fine_times, prev.fine_times))
 
 
 def _percentile_fields(entry: StatsEntry) -> list[object]:
@@ -242,7 +353,7 @@ def stats_rows(stats: RequestStats, duration: float) -> list[list[object]]:
     duration = max(duration, 1e-9)
     rows = []
     ordered = [stats.entries[k] for k in sorted(stats.entries)]
-    for entry in [*ordered, stats.total()]:
+    for entry in [*ordered, stats.aggregated()]:
         rows.append([
             entry.method, entry.name, entry.num_requests, entry.num_failures, entry.median_response_time,
             entry.avg_response_time, entry.min_response_time or 0, entry.max_response_time,
@@ -276,7 +387,7 @@ def failures_rows(stats: RequestStats) -> list[list[object]]:
 
 
 def exceptions_rows(stats: RequestStats) -> list[list[object]]:
-    return [[n, msg, "", "local"] for msg, n in sorted(stats.exceptions.items(), key=lambda kv: -kv[1])]
+    return [[n, msg, tb, "local"] for (msg, tb), n in sorted(stats.exceptions.items(), key=lambda kv: -kv[1])]
 
 
 def write_csv(path: str, columns: Sequence[str], rows: list[list[object]]) -> None:

@@ -1,23 +1,33 @@
-"""locust's scenario vocabulary on asyncio: HttpUser, @task, wait times.
+"""locust's scenario vocabulary on asyncio: User/HttpUser, TaskSet, SequentialTaskSet, @task, @tag, wait times.
 
 A locustfile ports by making tasks `async def`, awaiting `self.client.*` calls, and importing from `loadtest`.
+A task left as a plain `def` still works: it runs in a worker thread where `self.client` blocks, as locust's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
+import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
 
 from loadtest.client import HttpSession
-from loadtest.stats import RequestStats
+
+if TYPE_CHECKING:
+    from loadtest.runner import Environment
+
+log = logging.getLogger("loadtest")
 
 
 def task(weight: int | Callable[..., Any] = 1) -> Any:
-    """`@task` or `@task(3)`: mark a method as a task with a relative weight, as in locust."""
+    """`@task` or `@task(3)`: mark a method (or a TaskSet class) as a task with a relative weight."""
     if callable(weight):
         weight.locust_task_weight = 1  # type: ignore[attr-defined]
         return weight
@@ -29,8 +39,26 @@ def task(weight: int | Callable[..., Any] = 1) -> Any:
     return mark
 
 
+def tag(*tags: str) -> Callable[[Any], Any]:
+    """`@tag("a", "b")` on a task or a TaskSet: -T/--tags and -E/--exclude-tags select by it, as in locust."""
+    if not tags or callable(tags[0]):
+        raise ValueError("No tag name was supplied")
+
+    def mark(decorated: Any) -> Any:
+        if hasattr(decorated, "tasks"):
+            decorated.tasks = [mark(t) for t in decorated.tasks]
+        else:
+            if "locust_tag_set" not in decorated.__dict__:
+                decorated.locust_tag_set = set()
+            decorated.locust_tag_set |= set(tags)
+        return decorated
+
+    return mark
+
+
 def _rng(user: Any) -> random.Random:
-    return getattr(user, "random", None) or random._inst  # type: ignore[attr-defined]
+    rng: random.Random | None = getattr(user, "random", None)
+    return rng or random._inst  # type: ignore[attr-defined,unused-ignore]
 
 
 def between(min_wait: float, max_wait: float) -> Callable[[Any], float]:
@@ -71,34 +99,317 @@ class StopUser(Exception):
     """Raise inside a task to stop this user, as in locust."""
 
 
-class HttpUser:
-    """Subclass it, set `host` and `wait_time`, and write `async def` methods marked `@task`.
+class InterruptTaskSet(Exception):
+    """Raised by TaskSet.interrupt(): hands control back to the parent."""
 
-    `tasks` may also be a list of callables (each taking the user) or a {callable: weight} dict, as in locust.
-    `weight` picks how often this class is spawned relative to others; `abstract = True` hides a base class.
-    """
+    def __init__(self, reschedule: bool = True) -> None:
+        super().__init__()
+        self.reschedule = reschedule
+
+
+class RescheduleTask(Exception):
+    pass
+
+
+class RescheduleTaskImmediately(Exception):
+    pass
+
+
+class MissingWaitTimeError(Exception):
+    pass
+
+
+def _collect_tasks(cls: type, ordered: bool = False) -> list[Any]:
+    """locust's get_tasks_from_base_classes: base classes' tasks, then `tasks` (list, (fn, n) tuples or a
+    {fn: weight} dict), then @task methods, each repeated by its weight. `ordered` (SequentialTaskSet) keeps
+    declaration order between `tasks` and @task methods."""
+    out: list[Any] = []
+    for base in cls.__bases__:
+        out += list(getattr(base, "tasks", None) or [])
+    declared = cls.__dict__.get("tasks")
+
+    def expand(items: Any) -> Iterable[Any]:
+        if isinstance(items, dict):
+            items = list(items.items())
+        for t in items:
+            if isinstance(t, tuple):
+                fn, n = t
+                yield from [fn] * int(n)
+            else:
+                yield t
+
+    if not ordered and declared:
+        out += list(expand(declared))
+    for name, value in cls.__dict__.items():
+        if name == "tasks" and ordered and declared:
+            out += list(expand(declared))
+            continue
+        weight = getattr(value, "locust_task_weight", None) if name != "tasks" else None
+        if weight is not None and (inspect.isfunction(value) or isinstance(value, type)):
+            out += [value] * int(weight)
+    return out
+
+
+def filter_tasks_by_tags(holder: Any, tags: set[str] | None, exclude_tags: set[str] | None,
+                         checked: dict[Any, bool] | None = None) -> None:
+    """Keep only the tasks -T/-E select (locust's rule: with -T a task needs one of the tags; a TaskSet
+    stays when any of its tasks does)."""
+    checked = {} if checked is None else checked
+    kept = []
+    for t in holder.tasks:
+        if t in checked:
+            if checked[t]:
+                kept.append(t)
+            continue
+        passing = True
+        if hasattr(t, "tasks"):
+            filter_tasks_by_tags(t, tags, exclude_tags, checked)
+            passing = len(t.tasks) > 0
+        else:
+            mine = getattr(t, "locust_tag_set", None)
+            if tags is not None:
+                passing &= bool(mine and mine & tags)
+            if exclude_tags is not None:
+                passing &= not (mine and mine & exclude_tags)
+        if passing:
+            kept.append(t)
+        checked[t] = passing
+    holder.tasks = kept
+
+
+_KIND_ASYNC, _KIND_SYNC, _KIND_SET = 0, 1, 2
+_kinds: dict[Any, int] = {}
+
+
+def _kind(t: Any) -> int:
+    k = _kinds.get(t)
+    if k is None:
+        if isinstance(t, type) and issubclass(t, TaskSet):
+            k = _KIND_SET
+        elif inspect.iscoroutinefunction(t) or (callable(t) and inspect.iscoroutinefunction(type(t).__call__)):
+            k = _KIND_ASYNC
+        else:
+            k = _KIND_SYNC
+        try:
+            _kinds[t] = k
+        except TypeError:  # unhashable callable
+            pass
+    return k
+
+
+async def call_maybe_threaded(user: User, fn: Callable[..., Any], *args: Any) -> Any:
+    """Await an `async def` hook or task; run a plain `def` in the user's worker thread pool, where the client
+    blocks. A plain function that returns an awaitable (a lambda around a client call) has it awaited."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(user._executor, fn, *args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+class TaskSet:
+    """A set of tasks a user runs until one calls `self.interrupt()` (nested sets hand back to the parent).
+
+    `tasks` / `@task` as on a user; `wait_time` (else the user's); `on_start` / `on_stop`; `self.user`,
+    `self.parent`, `self.client`, `self.environment`, `self.random`."""
+
+    tasks: list[Any] = []
+    wait_time: Callable[..., float] | None = None
+    _ordered = False
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.tasks = _collect_tasks(cls, ordered=cls._ordered)
+
+    def __init__(self, parent: Any) -> None:
+        self._task_queue: deque[Any] = deque()
+        self._user: User = parent.user if isinstance(parent, TaskSet) else parent
+        self._parent = parent
+        self._time_start = time.time()
+
+    @property
+    def user(self) -> User:
+        return self._user
+
+    @property
+    def parent(self) -> Any:
+        return self._parent
+
+    @property
+    def client(self) -> Any:
+        return getattr(self._user, "client", None)
+
+    @property
+    def environment(self) -> Environment:
+        return self._user.environment
+
+    @property
+    def random(self) -> random.Random:
+        return self._user.random
+
+    def on_start(self) -> Any:
+        """Called when the user starts running this set (may be async)."""
+
+    def on_stop(self) -> Any:
+        """Called when the user leaves this set (interrupt() or stopping; may be async)."""
+
+    def interrupt(self, reschedule: bool = True) -> None:
+        raise InterruptTaskSet(reschedule)
+
+    def schedule_task(self, task_callable: Any, first: bool = False) -> None:
+        if first:
+            self._task_queue.appendleft(task_callable)
+        else:
+            self._task_queue.append(task_callable)
+
+    def get_next_task(self) -> Any:
+        if not self.tasks:
+            raise Exception(f"No tasks defined on {type(self).__name__}: use the @task decorator or set "
+                            "the 'tasks' attribute")
+        return self.tasks[int(self._user.random.random() * len(self.tasks))]
+
+    def _wait_seconds(self) -> float:
+        own = type(self).__dict__.get("wait_time") or next(
+            (k.__dict__["wait_time"] for k in type(self).__mro__[1:]
+             if k is not TaskSet and "wait_time" in k.__dict__ and k.__dict__["wait_time"] is not None), None)
+        if own is not None:
+            return float(own(self))
+        return float(self._user.wait_time())
+
+    async def wait(self) -> None:
+        user = self._user
+        if user._stopping:
+            raise StopUser()
+        user._phase = "wait"
+        seconds = self._wait_seconds()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        else:
+            await asyncio.sleep(0)  # yield even with no wait so other users and the ticker run
+        if user._stopping:
+            raise StopUser()
+        user._phase = "task"
+
+    async def execute_task(self, t: Any) -> None:
+        kind = _kind(t)
+        if kind == _KIND_SET:
+            await t(self).run()
+            return
+        target = self
+        bound = getattr(t, "__self__", None)
+        if kind == _KIND_ASYNC:
+            if bound is not None:
+                await t()
+            else:
+                await t(target)
+            return
+        if bound is not None:
+            await call_maybe_threaded(self._user, t)
+        else:
+            await call_maybe_threaded(self._user, t, target)
+
+    async def run(self) -> None:
+        user = self._user
+        try:
+            await call_maybe_threaded(user, self.on_start)
+        except InterruptTaskSet as e:
+            raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
+        while True:
+            try:
+                if not self._task_queue:
+                    self.schedule_task(self.get_next_task())
+                try:
+                    if user._stopping:
+                        raise StopUser()
+                    user._phase = "task"
+                    await self.execute_task(self._task_queue.popleft())
+                except RescheduleTaskImmediately:
+                    pass
+                except RescheduleTask:
+                    await self.wait()
+                else:
+                    await self.wait()
+            except InterruptTaskSet as e:
+                await user._safe_hook(self.on_stop)
+                raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
+            except (StopUser, asyncio.CancelledError):
+                await user._safe_hook(self.on_stop)
+                raise
+            except Exception as e:
+                user._task_error(self, e)
+                await self.wait()
+
+
+class SequentialTaskSet(TaskSet):
+    """Runs its tasks in declaration order, over and over (weights repeat a task in the sequence)."""
+
+    _ordered = True
+
+    def __init__(self, parent: Any) -> None:
+        super().__init__(parent)
+        self._cycle = itertools.cycle(self.tasks) if self.tasks else None
+
+    def get_next_task(self) -> Any:
+        if self._cycle is None:
+            raise Exception(f"No tasks defined on {type(self).__name__}")
+        return next(self._cycle)
+
+
+class DefaultTaskSet(TaskSet):
+    """The root set: runs the user's own tasks with the user as their argument."""
+
+    def get_next_task(self) -> Any:
+        tasks = self._user.tasks
+        if not tasks:
+            raise Exception(f"No tasks defined on {type(self._user).__name__}: use the @task decorator or set "
+                            "the 'tasks' attribute (or mark it `abstract = True`)")
+        return tasks[int(self._user.random.random() * len(tasks))]
+
+    def _wait_seconds(self) -> float:
+        return float(self._user.wait_time())
+
+    async def execute_task(self, t: Any) -> None:
+        kind = _kind(t)
+        if kind == _KIND_ASYNC:
+            await t(self._user)
+        elif kind == _KIND_SET:
+            await t(self._user).run()
+        else:
+            await call_maybe_threaded(self._user, t, self._user)
+
+
+class User:
+    """A simulated user without a client of its own (locust's `User`); see HttpUser."""
 
     host: str | None = None
     wait_time: Callable[..., float] = constant(0)
-    tasks: Sequence[Any] | dict[Any, int] = ()
+    tasks: list[Any] = []
     weight: int = 1
+    fixed_count: int = 0
     abstract: bool = True
-    _task_pool: tuple[Callable[..., Any], ...] = ()
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if "abstract" not in cls.__dict__:
             cls.abstract = False
-        cls._task_pool = _collect_tasks(cls)
+        cls.tasks = _collect_tasks(cls)
 
-    def __init__(self, stats: RequestStats, host: str | None = None, rng: random.Random | None = None,
-                 timeout: float | None = 60.0) -> None:
-        self.host = host or self.host
-        if not self.host:
-            raise ValueError(f"{type(self).__name__} has no host: set `host` or pass --host")
-        self.random = rng or random.Random()
-        self.client = HttpSession(self.host, stats, timeout=timeout)
-        self.stats = stats
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        self.random: random.Random = random.Random()
+        self._stopping = False
+        self._phase = "start"
+        self._executor: Executor | None = None
+        self._taskset_instance: TaskSet | None = None
+
+    @property
+    def user(self) -> User:
+        return self
+
+    def context(self) -> dict[str, Any]:
+        return {}
 
     def on_start(self) -> Any:
         """Called once before the first task (may be async)."""
@@ -106,76 +417,79 @@ class HttpUser:
     def on_stop(self) -> Any:
         """Called once when the user stops (may be async)."""
 
+    def _task_error(self, where: Any, exc: BaseException) -> None:
+        self.environment._user_error(self, where, exc)
 
-def _collect_tasks(cls: type) -> tuple[Callable[..., Any], ...]:
-    """Expand tasks by weight into one tuple, so picking is one random index (locust does the same). Every
-    entry is called as fn(user): methods taken from the class and `tasks` entries alike."""
-    pool: list[Callable[..., Any]] = []
-    seen: set[str] = set()
-    for klass in cls.__mro__:
-        declared = klass.__dict__.get("tasks")
-        if declared:
-            items = declared.items() if isinstance(declared, dict) else (
-                (t if isinstance(t, tuple) else (t, getattr(t, "locust_task_weight", 1))) for t in declared)
-            for fn, weight in items:
-                pool.extend([fn] * int(weight))
-        for name, value in klass.__dict__.items():
-            if name in seen:
-                continue
-            seen.add(name)
-            weight = getattr(value, "locust_task_weight", None)
-            if weight is not None and inspect.isfunction(value):
-                pool.extend([value] * int(weight))
-    return tuple(pool)
-
-
-async def maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-async def run_user(user: HttpUser, state: dict[str, Any]) -> None:
-    """One user's life: on_start, then pick a task, run it, wait, until cancelled or told to stop.
-
-    `state["phase"]` tells the runner whether the user is inside a task ("task") or waiting ("wait"), so a
-    graceful stop lets an in-flight request finish but interrupts a wait at once.
-    """
-    stats = user.stats
-    try:
-        state["phase"] = "task"
-        await maybe_await(user.on_start())
-        pool = user._task_pool
-        if not pool:
-            raise ValueError(f"{type(user).__name__} has no tasks")
-        rnd = user.random.random
-        n = len(pool)
-        while not state.get("stopping"):
-            state["phase"] = "task"
-            fn = pool[int(rnd() * n)]
-            try:
-                result = fn(user)
-                if inspect.isawaitable(result):
-                    await result
-            except StopUser:
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # locust logs task exceptions and carries on; count them as failures
-                stats.log_exception(exc)
-            if state.get("stopping"):
-                break
-            state["phase"] = "wait"
-            # A class attribute `wait_time = between(1, 2)` is a plain function, so it arrives bound to the user.
-            wait = user.wait_time()  # type: ignore[call-arg]
-            if wait > 0:
-                await asyncio.sleep(wait)
-            else:
-                # Yield even with no wait so other users and the ticker run.
-                await asyncio.sleep(0)
-    finally:
-        state["phase"] = "stopped"
+    async def _safe_hook(self, hook: Callable[[], Any]) -> None:
         try:
-            await maybe_await(user.on_stop())
+            await call_maybe_threaded(self, hook)
+        except (StopUser, InterruptTaskSet):
+            pass
+        except Exception as exc:
+            self._task_error(hook, exc)
+
+    def close(self) -> None:
+        pass
+
+
+class HttpUser(User):
+    """Subclass it, set `host` and `wait_time`, and write `async def` methods marked `@task`.
+
+    `tasks` may also be a list of callables (each taking the user) or TaskSet classes, or a {task: weight}
+    dict, as in locust. `weight` / `fixed_count` pick how many of this class are spawned; `abstract = True`
+    hides a base class. `insecure = True` turns https certificate checks off (self-signed test hosts)."""
+
+    abstract = True
+    insecure: bool = False
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        host = environment.host or self.host
+        if not host:
+            raise ValueError(f"{type(self).__name__} has no host: set `host` or pass --host")
+        self.host = host
+        self.client = HttpSession(host, environment.stats, timeout=environment.timeout,
+                                  verify=not self.insecure, on_request=environment._on_request)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# FastHttpUser's locustfiles port with the same import change.
+FastHttpUser = HttpUser
+
+
+async def run_user(user: User) -> None:
+    """One user's life: on_start, then its tasks (through nested task sets) until cancelled or told to stop.
+
+    `user._phase` tells the runner whether the user is inside a task ("task") or waiting ("wait"), so a
+    graceful stop lets an in-flight request finish but interrupts a wait at once. An exception in on_start
+    ends the user and is reported with its traceback (locust logs it the same way)."""
+    try:
+        user._phase = "task"
+        try:
+            await call_maybe_threaded(user, user.on_start)
+        except (StopUser, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            user._task_error(user.on_start, exc)
+            user._failed = True  # type: ignore[attr-defined]
+            return
+        ts = user._taskset_instance = DefaultTaskSet(user)
+        while True:
+            try:
+                await ts.run()
+            except (RescheduleTask, RescheduleTaskImmediately):
+                continue
+    except StopUser:
+        pass
+    finally:
+        user._phase = "stopped"
+        try:
+            await user._safe_hook(user.on_stop)
         finally:
-            user.client.close()
+            user.close()
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

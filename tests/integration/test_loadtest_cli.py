@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 pytestmark = pytest.mark.timeout(90)
+WEB = str(Path(__file__).resolve().parents[2] / "loadtest" / "scenarios" / "web.py")
 
 SCENARIO = '''
 from loadtest import HttpUser, LoadTestShape, constant, task
@@ -69,11 +70,13 @@ async def test_cli_runs_a_locustfile_with_its_shape_and_writes_every_file(backen
     (["-t", "soon"], "bad run time"),
     (["--shape", "zigzag"], "unknown shape"),
     (["-f", "/nonexistent/locustfile.py"], "no scenario file"),
-    (["-H", "https://127.0.0.1:9"], "https is not supported"),
+    (["-H", "ftp://127.0.0.1:9"], "host must look like http(s)://"),
+    (["-s", "soon"], "bad run time"),
+    (["--frobnicate"], "unrecognized arguments"),
 ])
 async def test_cli_rejects_bad_input_in_one_line(args: list[str], message: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest", "-H", "http://127.0.0.1:9", *args,
+        sys.executable, "-m", "loadtest", "-H", "http://127.0.0.1:9", "-f", WEB, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 2
@@ -117,3 +120,47 @@ class B(A):
     _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     assert hits["a"] > 0 and hits["b"] > 0
+
+
+async def test_lb_admin_with_services_held_and_cold_starts(backend_factory, tmp_path: Path) -> None:
+    async def hello(_: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    calls = {"n": 0}
+
+    async def status(_: web.Request) -> web.Response:
+        calls["n"] += 1
+        n = calls["n"]
+        return web.json_response({
+            "backends": [{"inflight": 1, "latency_ms": 4.0}],
+            "replicas": {"current": 1, "desired": 1, "held": 2 if n == 1 else 0, "cold_starts": 1,
+                         "last_cold_start_s": 1.25},
+            "services": [
+                {"name": "vote", "rule": "Host(`vote.localhost`)", "error": None,
+                 "replicas": {"current": 1, "desired": 1, "held": 0, "cold_starts": 1, "last_cold_start_s": 1.25},
+                 "backends": [{"inflight": 1, "latency_ms": 4.0}]},
+                {"name": "result", "rule": "Host(`result.localhost`)", "error": None,
+                 "replicas": {"current": 0, "desired": 0}, "backends": []},
+            ]})
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    target = await backend_factory(app=app)
+    admin_app = web.Application()
+    admin_app.router.add_get("/status", status)
+    admin = await backend_factory(app=admin_app)
+    scenario = tmp_path / "lf.py"
+    scenario.write_text(SCENARIO.split("class Short")[0])
+    prefix = tmp_path / "run"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest", "-f", str(scenario), "-H", f"http://{target.address}", "-u", "2",
+        "-r", "20", "-t", "3s", "--csv", str(prefix), "--lb-admin", f"http://{admin.address}",
+        "--plot", str(tmp_path / "run.png"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Cold starts:" in text and "Service vote:" in text and "Service result:" in text
+    with open(f"{prefix}_services.csv", newline="") as fh:
+        names = {r["Service"] for r in csv.DictReader(fh)}
+    assert names == {"vote", "result"}
+    assert (tmp_path / "run.png").stat().st_size > 0

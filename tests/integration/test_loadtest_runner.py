@@ -386,10 +386,16 @@ async def test_params_become_the_query_string(server: Server) -> None:
     assert set(result.stats.entries) == {("/search", "GET"), ("/search?page=2&sort=asc", "GET")}
 
 
-def test_unknown_request_options_are_refused_not_ignored() -> None:
-    import inspect
+class Unsupported(HttpUser):
+    wait_time = constant(0)
 
-    from loadtest.client import HttpSession
+    @task
+    async def upload(self) -> None:
+        await self.client.post("/", files={"f": b"x"})
 
-    with pytest.raises(TypeError):
-        inspect.signature(HttpSession.request).bind(None, "GET", "/", allow_redirects=False)
+
+async def test_unknown_request_options_are_refused_not_ignored(server: Server) -> None:
+    result = await run([Unsupported], RunOptions(host=server.url, users=1, spawn_rate=10, run_time=1,
+                                                 progress=None, errors=None))
+    assert not server.seen
+    assert any("unsupported option(s) files" in msg for msg, _ in result.stats.exceptions)

@@ -109,3 +109,50 @@ def test_plot_from_history_csv(tmp_path: Path) -> None:
     plot_csv(str(tmp_path / "demo_stats_history.csv"), str(png))
     with Image.open(png) as img:
         assert img.size == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+
+
+def test_report_shows_held_requests_cold_starts_and_services(tmp_path) -> None:
+    import csv as _csv
+
+    from loadtest.report import format_summary, summarize
+    from loadtest.runner import LB_COLUMNS, SERVICES_COLUMNS
+    from loadtest.stats import HISTORY_CSV_COLUMNS
+
+    prefix = tmp_path / "run"
+    with open(f"{prefix}_stats_history.csv", "w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow([*HISTORY_CSV_COLUMNS, *LB_COLUMNS])
+        for i in range(6):
+            users = 8 if 2 <= i < 4 else 1
+            w.writerow([1000 + i, users, "", "Aggregated", "10", "0", *([5] * 11), 10 * i, 0, 5, 5, 1, 9, 3,
+                        1, 1, 1, 0, "", 3 if i == 2 else 0, 1 if i >= 2 else 0, 2.5 if i >= 2 else ""])
+    with open(f"{prefix}_services.csv", "w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow(SERVICES_COLUMNS)
+        for i in range(3):
+            w.writerow([1000 + i, "vote", i, 2, i, i, 1.5, 1, 0, 10.0, ""])
+            w.writerow([1000 + i, "result", 1, 1, "", "", "", 1, 0, "", ""])
+    s = summarize(str(prefix))
+    assert (s.held_peak, s.cold_starts, s.last_cold_start_s) == (3, 1, 2.5)
+    vote = next(v for v in s.services if v.name == "vote")
+    assert (vote.replicas_min, vote.replicas_peak, vote.held_peak, vote.cold_starts) == (0, 2, 2, 2)
+    text = format_summary(s)
+    assert "Held requests:       peak 3" in text and "Cold starts:         1, last took 2.5 s" in text
+    assert "Service vote:" in text and "backend latency 10.0 ms" in text and "Service result:" in text
+
+
+def test_report_without_the_newer_columns_says_nothing_about_them(tmp_path) -> None:
+    import csv as _csv
+
+    from loadtest.report import format_summary, summarize
+    from loadtest.stats import HISTORY_CSV_COLUMNS
+
+    prefix = tmp_path / "old"
+    with open(f"{prefix}_stats_history.csv", "w", newline="") as fh:
+        w = _csv.writer(fh)
+        w.writerow([*HISTORY_CSV_COLUMNS, "Replicas Current", "Replicas Desired"])
+        for i in range(3):
+            w.writerow([1000 + i, 2, "", "Aggregated", "10", "0", *([5] * 11), 10 * i, 0, 5, 5, 1, 9, 3, 1, 1])
+    s = summarize(str(prefix))
+    assert s.held_peak is None and s.cold_starts is None and s.services == ()
+    assert "Held" not in format_summary(s) and "Cold" not in format_summary(s)

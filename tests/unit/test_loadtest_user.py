@@ -80,7 +80,7 @@ class FromDict(HttpUser):
 
 def picks(cls: type[HttpUser], n: int = 20000, seed: int = 42) -> Counter[str]:
     rng = random.Random(seed)
-    pool = cls._task_pool
+    pool = cls.tasks
     return Counter(pool[int(rng.random() * len(pool))].__name__ for _ in range(n))
 
 
