@@ -138,38 +138,37 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
             return
         self.active = True
-        while data and not (self.pending_error or self.closing):
-            data = self._feed(data)   # more than once only after an Upgrade the proxy dropped
-
-    def _feed(self, data: bytes) -> bytes:
-        """Parse one read; returns what follows an Upgrade the proxy dropped (to parse afresh)."""
-        if self.reading_head:
-            if not self.head_bytes and not self.url:
-                self.count_head = False   # a head starting this read: its raw size bounds it
-            self.head_bytes += len(data)
-        in_trailer = self.chunk_head   # after a chunk-size line with no data: maybe the last one
-        chunks = self.chunks
-        try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as upgrade:
-            return self._after_upgrade(data, upgrade.args[0])
-        except HttpParserCallbackError as exc:
-            context = exc.__context__
-            self.fail(context.status if isinstance(context, Rejected) else 400)
-        except HttpParserError as exc:
-            self.fail(self._parse_error_status(exc))
-        else:
-            limit = self.proxy.max_header_bytes
+        # One pass per read; another only for what follows an Upgrade the proxy dropped (inlined:
+        # this runs once per request).
+        while not (self.pending_error or self.closing):
             if self.reading_head:
-                if self.head_bytes > limit:
-                    self.fail(431)
-                elif self.url:
-                    self._check_request_line(data)
-            elif in_trailer and self.chunk_head and self.chunks == chunks:   # no data, no new chunk: trailers
-                self.trailer_raw += len(data)
-                if self.trailer_raw > limit:
-                    self.fail(431)
-        return b""
+                if not self.head_bytes and not self.url:
+                    self.count_head = False   # a head starting this read: its raw size bounds it
+                self.head_bytes += len(data)
+            in_trailer = self.chunk_head   # after a chunk-size line with no data: maybe the last one
+            chunks = self.chunks
+            try:
+                self.parser.feed_data(data)
+            except HttpParserUpgrade as upgrade:
+                data = self._after_upgrade(data, upgrade.args[0])
+                if data:
+                    continue
+            except HttpParserCallbackError as exc:
+                context = exc.__context__
+                self.fail(context.status if isinstance(context, Rejected) else 400)
+            except HttpParserError as exc:
+                self.fail(self._parse_error_status(exc))
+            else:
+                if self.reading_head:
+                    if self.head_bytes > self.proxy.max_header_bytes:
+                        self.fail(431)
+                    elif self.url:
+                        self._check_request_line(data)
+                elif in_trailer and self.chunk_head and self.chunks == chunks:   # no data, no new chunk: trailers
+                    self.trailer_raw += len(data)
+                    if self.trailer_raw > self.proxy.max_header_bytes:
+                        self.fail(431)
+            return
 
     def _parse_error_status(self, exc: HttpParserError) -> int:
         if self.parser.get_http_version() == "2.0":
