@@ -36,14 +36,19 @@ class HostPort:
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})", re.ASCII)
 
 
-def parse_host_port(text: str) -> HostPort:
+def parse_host_port(text: str, lowest_port: int = 1) -> HostPort:
     found = _HOST_PORT.fullmatch(text.strip())
     if found is None:
         raise ValueError("expects host:port")
     number = int(found.group(2))
-    if not 1 <= number <= 65535:
-        raise ValueError("expects host:port with a port between 1 and 65535")
+    if not lowest_port <= number <= 65535:
+        raise ValueError(f"expects host:port with a port between {lowest_port} and 65535")
     return HostPort(found.group(1).strip("[]"), number)  # allow [::1]:8080
+
+
+def _listen(text: str) -> HostPort:
+    """An address to listen on: port 0 means any free port (tests and benchmarks use it)."""
+    return parse_host_port(text, lowest_port=0)
 
 
 def _backends(text: str) -> tuple[HostPort, ...]:
@@ -164,9 +169,9 @@ _timeout = _number(float, 0.1, 86400)
 @dataclass(frozen=True)
 class Config:
     # --- the data path -----------------------------------------------------------------------
-    listen: HostPort = env("LB_LISTEN", "0.0.0.0:8080", parse_host_port,
+    listen: HostPort = env("LB_LISTEN", "0.0.0.0:8080", _listen,
                            "Address the proxy listens on for client traffic.")
-    admin_listen: HostPort = env("LB_ADMIN_LISTEN", "0.0.0.0:8081", parse_host_port,
+    admin_listen: HostPort = env("LB_ADMIN_LISTEN", "0.0.0.0:8081", _listen,
                                  "Address of the admin port (/healthz, /metrics, /status).")
     backends: tuple[HostPort, ...] = env("LB_BACKENDS", "", _backends,
                                          "Static backends host:port,host:port (no Swarm).")

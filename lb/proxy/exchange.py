@@ -128,7 +128,8 @@ class Exchange:
         proxy = self.client.proxy
         try:
             _, conn = await asyncio.wait_for(
-                proxy.loop.create_connection(lambda: UpstreamConnection(backend), backend.host, backend.port),
+                proxy.loop.create_connection(lambda: UpstreamConnection(backend, proxy.max_header_bytes),
+                                             backend.host, backend.port),
                 proxy.connect_timeout)
         except (TimeoutError, OSError) as exc:
             if not backend.consecutive_failures:   # one line per failure streak, not one per request

@@ -123,8 +123,8 @@ class ClientConnection(asyncio.Protocol):
         self.active = True            # a read arrived since the last sweep (LB_BODY_TIMEOUT)
         # A chunked body's trailer fields are counted against LB_MAX_HEADER_BYTES, never kept.
         self.chunk_head = False       # a chunk-size line with no data since: the last one, then trailers
-        self.trailer_bytes = 0        # exact, from completed fields
         self.trailer_raw = 0          # raw bytes of whole reads spent in trailers (bounds a field never ended)
+        self.chunks = 0               # chunk-size lines seen
         self.upgrading: Exchange | None = None   # a forwarded Upgrade request: tunnel bytes follow it
         self.upgrade_body = b""       # a dropped Upgrade's body framing: llhttp ended that message at its head
         self.continuing = False       # parsing a framing head made up for that body (see _after_upgrade)
@@ -144,37 +144,37 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
             return
         self.active = True
-        while data and not (self.pending_error or self.closing):
-            data = self._feed(data)
-
-    def _feed(self, data: bytes) -> bytes:
-        """Parse one read; returns what follows an Upgrade the proxy dropped (to parse afresh)."""
-        if self.reading_head:
-            if not self.head_bytes and not self.url:
-                self.count_head = False   # a head starting this read: its raw size bounds it
-            self.head_bytes += len(data)
-        in_trailer = self.chunk_head
-        try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as upgrade:
-            return self._after_upgrade(data, upgrade.args[0])
-        except HttpParserCallbackError as exc:
-            context = exc.__context__
-            self.fail(context.status if isinstance(context, Rejected) else 400)
-        except HttpParserError as exc:
-            self.fail(self._parse_error_status(exc))
-        else:
-            limit = self.proxy.max_header_bytes
+        # One pass per read; another only for what follows an Upgrade the proxy dropped (inlined:
+        # this runs once per request).
+        while not (self.pending_error or self.closing):
             if self.reading_head:
-                if self.head_bytes > limit:
-                    self.fail(431)
-                elif self.url:
-                    self._check_request_line(data)
-            elif in_trailer and self.chunk_head:
-                self.trailer_raw += len(data)
-                if self.trailer_raw > limit:
-                    self.fail(431)
-        return b""
+                if not self.head_bytes and not self.url:
+                    self.count_head = False   # a head starting this read: its raw size bounds it
+                self.head_bytes += len(data)
+            in_trailer = self.chunk_head   # after a chunk-size line with no data: maybe the last one
+            chunks = self.chunks
+            try:
+                self.parser.feed_data(data)
+            except HttpParserUpgrade as upgrade:
+                data = self._after_upgrade(data, upgrade.args[0])
+                if data:
+                    continue
+            except HttpParserCallbackError as exc:
+                context = exc.__context__
+                self.fail(context.status if isinstance(context, Rejected) else 400)
+            except HttpParserError as exc:
+                self.fail(self._parse_error_status(exc))
+            else:
+                if self.reading_head:
+                    if self.head_bytes > self.proxy.max_header_bytes:
+                        self.fail(431)
+                    elif self.url:
+                        self._check_request_line(data)
+                elif in_trailer and self.chunk_head and self.chunks == chunks:   # no data, no new chunk: trailers
+                    self.trailer_raw += len(data)
+                    if self.trailer_raw > self.proxy.max_header_bytes:
+                        self.fail(431)
+            return
 
     def _parse_error_status(self, exc: HttpParserError) -> int:
         if self.parser.get_http_version() == "2.0":
@@ -241,24 +241,22 @@ class ClientConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.parsing is None:
-            self.headers.append((name, value))
-            return
-        # A chunked body's trailer fields: counted, never forwarded, never glued onto the next head.
-        self.trailer_bytes += len(name) + len(value) + 4
-        if self.trailer_bytes > self.proxy.max_header_bytes:
-            raise Rejected(431)
+        # Trailer fields land here too (after the head, self.headers is the next head's fresh list):
+        # on_message_complete counts and drops them; _feed bounds the reads spent on them meanwhile.
+        self.headers.append((name, value))
 
     def on_chunk_header(self) -> None:
         self.chunk_head = True
+        self.chunks += 1
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         if self.continuing:           # the made-up head framing a dropped Upgrade's body
             self.continuing = False
             self.reading_head = False
-            self.head_bytes = self.trailer_bytes = 0
+            self.head_bytes = 0
             self.url = b""
+            self.headers = []
             return
         if self.count_head or self.head_bytes > self.proxy.max_header_bytes:
             size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
@@ -315,11 +313,16 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.upgrade_body:         # a dropped Upgrade: llhttp ended it at its head, its body follows
             return
+        if self.headers:              # a chunked body's trailers: counted, never forwarded or kept
+            trailers, self.headers = self.headers, []
+            if sum(len(n) + len(v) + 4 for n, v in trailers) > self.proxy.max_header_bytes:
+                raise Rejected(431)
         exchange, self.parsing = self.parsing, None
         self.reading_head = True
         self.count_head = True   # a pipelined head may follow in this same read: count it exactly
-        self.chunk_head = False
-        self.trailer_bytes = self.trailer_raw = 0
+        if self.chunk_head:
+            self.chunk_head = False
+            self.trailer_raw = 0
         if exchange is not None:
             exchange.request_complete()
 

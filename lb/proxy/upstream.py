@@ -38,10 +38,12 @@ class _Extra(Exception):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
                  "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from",
-                 "last_head", "last_rewrite", "used", "idle_from", "ended", "broken", "body_seen", "active")
+                 "last_head", "last_rewrite", "used", "idle_from", "ended", "broken", "body_seen", "active",
+                 "head_max")
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, head_max: int = 65536) -> None:
         self.backend = backend
+        self.head_max = head_max      # LB_MAX_HEADER_BYTES: a longer response head is a 502
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -88,7 +90,7 @@ class UpstreamConnection(asyncio.Protocol):
             buf = self.head_buf
             if buf:
                 # A head in several reads: appended in place (linear), and never past the cap.
-                if len(buf) + len(data) > exchange.client.proxy.max_header_bytes:
+                if len(buf) + len(data) > self.head_max:
                     exchange.upstream_broken()
                     return
                 if type(buf) is bytes:
@@ -116,7 +118,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         chunk, self.chunk = self.chunk, None
         if self.ended:
-            self._finish(exchange, chunk, False)
+            if self.exchange is exchange and exchange.method != b"HEAD":   # _finish's common case, inlined
+                self.ended = False
+                if chunk is not None and self.chunk_from < len(chunk):
+                    exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
+                exchange.response_complete()
+            else:
+                self._finish(exchange, chunk, False)
         elif chunk is not None and self.exchange is exchange:   # a response still in progress
             if self.chunk_from:
                 chunk = chunk[self.chunk_from:]
@@ -196,7 +204,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             raise _Extra()
-        if end > exchange.client.proxy.max_header_bytes:   # the whole head, 1xx included
+        if end > self.head_max:       # the whole head, 1xx included
             raise _Extra()
         self.in_head = False
         self.chunk_from = end + 4 - (len(buf) - len(self.chunk))  # type: ignore[arg-type]

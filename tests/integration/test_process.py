@@ -90,3 +90,21 @@ async def test_drain_timeout_bounds_the_shutdown(backend_factory):
             rest = b""
         assert rest == b""                    # the stuck request was cut off, not answered
         writer.close()
+
+
+async def test_a_taken_port_or_a_non_policy_exits_2_with_one_line():
+    import socket
+    with socket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for env, variable in (({"LB_LISTEN": f"{LOCAL}:{port}", "LB_ADMIN_LISTEN": f"{LOCAL}:0"}, "LB_LISTEN="),
+                              ({"LB_LISTEN": f"{LOCAL}:0", "LB_ADMIN_LISTEN": f"{LOCAL}:{port}"}, "LB_ADMIN_LISTEN="),
+                              ({"LB_POLICY": "json:dumps"}, "LB_POLICY="),
+                              ({"LB_BACKENDS": ",,,"}, "LB_BACKENDS="),
+                              ({"LB_LISTEN": ""}, "LB_LISTEN=")):
+            proc = await run_lb(env)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            lines = err.decode().strip().splitlines()
+            assert proc.returncode == 2, (env, err)
+            assert len(lines) == 1 and lines[0].startswith(variable) and "Traceback" not in err.decode(), lines

@@ -27,6 +27,7 @@ def test_defaults():
     ({"LB_LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
     ({"LB_BACKENDS": ""}, "backends", ()),                      # empty means none: blank is meaningful here
     ({"LB_ADMIN_TOKEN": ""}, "admin_token", ""),
+    ({"LB_ADMIN_LISTEN": "127.0.0.1:0"}, "admin_listen", HostPort("127.0.0.1", 0)),   # any free port
 ])
 def test_good_values(env, field, expected):
     assert getattr(Config.from_env(env), field) == expected
@@ -65,7 +66,7 @@ def test_good_values(env, field, expected):
     ({"LB_BACKENDS": ",,,"}, "LB_BACKENDS"),
     ({"LB_BACKENDS": "a:0"}, "LB_BACKENDS"),
     ({"LB_BACKENDS": "a:1 b:2"}, "LB_BACKENDS"),
-    ({"LB_LISTEN": "0.0.0.0:0"}, "LB_LISTEN"),
+    ({"LB_LISTEN": "0.0.0.0:65536"}, "LB_LISTEN"),
     ({"LB_LISTEN": "0.0.0.0:\uff18\uff10"}, "LB_LISTEN"),
     ({"LB_POLICY": "json:dumps"}, "LB_POLICY"),
     ({"LB_POLICY": "lb.config:Config"}, "LB_POLICY"),
