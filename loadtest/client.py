@@ -130,6 +130,14 @@ class Response:
     def json(self) -> Any:
         return jsonlib.loads(self.content)
 
+    @property
+    def js(self) -> Any:
+        """FastHttpUser's parsed JSON body, None when the body is not JSON."""
+        try:
+            return self.json()
+        except ValueError:
+            return None
+
     def raise_for_status(self) -> None:
         if self.error is not None:
             raise self.error if isinstance(self.error, BaseException) else ResponseError(self.error)

@@ -213,6 +213,7 @@ class Environment:
         self.parsed_options = parsed_options
         self.shape_class = shape_class
         self.runner: Runner | None = None
+        self.web_ui = None  # no web UI here; locustfiles test `if environment.web_ui:`
         self.process_exit_code: int | None = None
         self.catch_exceptions = True
         self.problems: list[str] = []  # run-level errors (unawaited calls, blocked loop, no requests, ...)

@@ -19,6 +19,13 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from loadtest.client import HttpSession
+from loadtest.exception import (
+    InterruptTaskSet,
+    RescheduleTask,
+    RescheduleTaskImmediately,
+    StopTest,
+    StopUser,
+)
 
 if TYPE_CHECKING:
     from loadtest.runner import Environment
@@ -93,30 +100,6 @@ def constant_throughput(task_runs_per_second: float) -> Callable[[Any], float]:
 
 def constant_pacing(wait: float) -> Callable[[Any], float]:
     return constant_throughput(1.0 / wait)
-
-
-class StopUser(Exception):
-    """Raise inside a task to stop this user, as in locust."""
-
-
-class InterruptTaskSet(Exception):
-    """Raised by TaskSet.interrupt(): hands control back to the parent."""
-
-    def __init__(self, reschedule: bool = True) -> None:
-        super().__init__()
-        self.reschedule = reschedule
-
-
-class RescheduleTask(Exception):
-    pass
-
-
-class RescheduleTaskImmediately(Exception):
-    pass
-
-
-class MissingWaitTimeError(Exception):
-    pass
 
 
 def _collect_tasks(cls: type, ordered: bool = False) -> list[Any]:
@@ -334,7 +317,7 @@ class TaskSet:
             except InterruptTaskSet as e:
                 await user._safe_hook(self.on_stop)
                 raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
-            except (StopUser, asyncio.CancelledError):
+            except (StopUser, StopTest, asyncio.CancelledError):
                 await user._safe_hook(self.on_stop)
                 raise
             except Exception as e:
@@ -454,6 +437,12 @@ class HttpUser(User):
     def close(self) -> None:
         self.client.close()
 
+    def rest(self, method: str, url: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+        """FastHttpUser.rest(): a catch_response request with JSON headers; `resp.js` is the parsed body
+        (None when it is not JSON). `async with self.rest("POST", "/x", json={...}) as resp:`."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+        return self.client._call(method, url, {**kw, "headers": headers, "catch_response": True})
+
 
 # FastHttpUser's locustfiles port with the same import change.
 FastHttpUser = HttpUser
@@ -483,6 +472,10 @@ async def run_user(user: User) -> None:
                 continue
     except StopUser:
         pass
+    except StopTest:
+        runner = user.environment.runner
+        if runner is not None:
+            runner.quit()
     finally:
         user._phase = "stopped"
         try:
