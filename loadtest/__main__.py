@@ -409,5 +409,17 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     return code
 
 
+def _exit(code: int) -> None:
+    """Exit with `code`; a plain `def` task still sleeping in a worker thread must not hold the process
+    (the interpreter would join that thread), so then the process ends at once, output flushed."""
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

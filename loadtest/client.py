@@ -719,10 +719,25 @@ class HttpSession:
         if threading.get_ident() != self._loop_thread:
             if kw.get("catch_response"):
                 return _BlockingCatch(self, method, url, kw)
-            return asyncio.run_coroutine_threadsafe(self._request(method, url, **kw), self._loop).result()
+            return _blocking(self._loop, self._request(method, url, **kw))
         if kw.get("catch_response"):
             return _CatchResponse(self, method, url, kw)
         return self._request(method, url, **kw)
+
+
+def _blocking(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    """Run a client coroutine on the user's loop from a worker thread and wait for it; gives up when the
+    loop stops (the run ended), so a thread never waits forever on a request that will not run."""
+    import concurrent.futures
+
+    fut = asyncio.run_coroutine_threadsafe(coro, loop)
+    while True:
+        try:
+            return fut.result(timeout=0.25)
+        except concurrent.futures.TimeoutError:
+            if loop.is_closed() or not loop.is_running():
+                fut.cancel()
+                raise RuntimeError("the run ended while this request waited") from None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -793,9 +808,8 @@ class _BlockingCatch:
         self.resp: CaughtResponse | None = None
 
     def __enter__(self) -> CaughtResponse:
-        fut = asyncio.run_coroutine_threadsafe(self.session._request(self.method, self.path, **self.kw),
-                                               self.session._loop)
-        self.resp = cast(CaughtResponse, fut.result())
+        self.resp = cast(CaughtResponse, _blocking(self.session._loop,
+                                                   self.session._request(self.method, self.path, **self.kw)))
         return self.resp
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:

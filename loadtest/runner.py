@@ -326,7 +326,7 @@ class Runner:
     def executor(self) -> ThreadPoolExecutor:
         # Plain `def` tasks run here, one thread per user at most; threads are made only when used.
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=max(64, 2 * self._target + 8),
+            self._executor = ThreadPoolExecutor(max_workers=max(512, 2 * self._target + 8),
                                                 thread_name_prefix="loadtest-user")
         return self._executor
 

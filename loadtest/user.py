@@ -185,6 +185,8 @@ async def call_maybe_threaded(user: User, fn: Callable[..., Any], *args: Any) ->
     blocks. A plain function that returns an awaitable (a lambda around a client call) has it awaited."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
+    if getattr(fn, "__func__", None) in _NOOP_HOOKS:
+        return None  # the base class's empty on_start/on_stop: no thread hop for nothing
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(user._executor, fn, *args)
     if inspect.isawaitable(result):
@@ -443,6 +445,8 @@ class HttpUser(User):
         headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         return self.client._call(method, url, {**kw, "headers": headers, "catch_response": True})
 
+
+_NOOP_HOOKS = frozenset({User.on_start, User.on_stop, TaskSet.on_start, TaskSet.on_stop})
 
 # FastHttpUser's locustfiles port with the same import change.
 FastHttpUser = HttpUser

@@ -569,3 +569,24 @@ async def test_locust_example_response_validations_with_rest_and_a_request_liste
     """, "-H", site.url, "-u", "1", "-r", "20", "-t", "2s")
     assert code == 1  # /hello failed with 401
     assert site.seen["POST /authenticate"] > 1 and site.seen["GET /hello"] > 1 and "GET /never" not in site.seen
+
+
+async def test_a_plain_def_task_still_sleeping_does_not_hold_the_process(site: Site, tmp_path: Path) -> None:
+    import time
+
+    began = time.monotonic()
+    code, _, err = await loadtest(tmp_path, """
+        import time
+        from loadtest import HttpUser, task, constant
+
+        class Slow(HttpUser):
+            wait_time = constant(0)
+
+            @task
+            def t(self):
+                self.client.get("/ok")
+                time.sleep(60)
+    """, "-H", site.url, "-u", "2", "-r", "20", "-t", "1s", "-s", "1s")
+    assert code == 0, err
+    assert site.seen["GET /ok"] == 2
+    assert time.monotonic() - began < 45
