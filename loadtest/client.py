@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json as jsonlib
 import ssl
@@ -439,6 +440,16 @@ class HttpSession:
         self._loop_thread = threading.get_ident()
         self._head_cache: dict[tuple[str, str], bytes] = {}
         self.on_request = on_request  # events.request, set by the runner when someone listens
+        self.request_name: str | None = None  # locust's: the stats name of requests without name=
+
+    @contextlib.contextmanager
+    def rename_request(self, name: str) -> Iterator[None]:
+        """`with self.client.rename_request("/blog?id=[id]"):` groups the requests inside under one name."""
+        self.request_name = name
+        try:
+            yield
+        finally:
+            self.request_name = None
 
     # Session headers, sent with every request (a request's own headers win): locust's
     # `self.client.headers.update({...})` and `self.client.headers = {...}` both work.
@@ -597,7 +608,7 @@ class HttpSession:
         elapsed_ms = elapsed * 1000.0
         if not resp.history:
             resp._elapsed = elapsed
-        stat_name = name or url
+        stat_name = name or self.request_name or url
         if resp.error is None and resp.status_code >= 400:
             # Like FastHttpUser's LocustBadStatusCode(code=N): no URL in it, so failures group per (method, name).
             resp.error = f"BadStatusCode(code={resp.status_code})"

@@ -590,3 +590,22 @@ async def test_a_plain_def_task_still_sleeping_does_not_hold_the_process(site: S
     assert code == 0, err
     assert site.seen["GET /ok"] == 2
     assert time.monotonic() - began < 45
+
+
+async def test_rename_request_groups_requests_under_one_name(site: Site, tmp_path: Path) -> None:
+    code, out, err = await loadtest(tmp_path, """
+        from loadtest import HttpUser, task, constant, StopUser
+
+        class U(HttpUser):
+            wait_time = constant(0)
+
+            @task
+            async def t(self):
+                with self.client.rename_request("/blog?id=[id]"):
+                    for i in range(3):
+                        await self.client.get(f"/blog?id={i}")
+                await self.client.get("/ok")
+                raise StopUser()
+    """, "-H", site.url, "-u", "1", "-r", "10", "-t", "5s", "--json")
+    assert code == 0, err
+    assert {(s["name"], s["num_requests"]) for s in json.loads(out)} == {("/blog?id=[id]", 3), ("/ok", 1)}
