@@ -381,9 +381,15 @@ class User:
             cls.abstract = False
         cls.tasks = _collect_tasks(cls)
 
-    def __init__(self, environment: Environment) -> None:
+    def __init__(self, environment: Environment, host: str | None = None, rng: random.Random | None = None,
+                 timeout: float | None = 60.0) -> None:
+        if not hasattr(environment, "events"):
+            # The earlier signature, User(stats, host=, rng=, timeout=): an environment around those stats.
+            from loadtest.runner import Environment as _Env
+
+            environment = _Env(host=host, stats=environment, timeout=timeout)  # type: ignore[arg-type]
         self.environment = environment
-        self.random: random.Random = random.Random()
+        self.random: random.Random = rng or random.Random()
         self._stopping = False
         self._phase = "start"
         self._executor: Executor | None = None
@@ -427,8 +433,10 @@ class HttpUser(User):
     abstract = True
     insecure: bool = False
 
-    def __init__(self, environment: Environment) -> None:
-        super().__init__(environment)
+    def __init__(self, environment: Environment, host: str | None = None, rng: random.Random | None = None,
+                 timeout: float | None = 60.0) -> None:
+        super().__init__(environment, host, rng, timeout)
+        environment = self.environment
         host = environment.host or self.host
         if not host:
             raise ValueError(f"{type(self).__name__} has no host: set `host` or pass --host")
