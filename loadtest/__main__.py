@@ -156,11 +156,13 @@ def _read_config(path: Path) -> list[tuple[str, str]]:
         line = raw.strip()
         if not line or line.startswith(("#", ";", "[")):
             continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, _, value = line.partition(" ")
-            value = value or "true"
-        pairs.append((key.strip(), value.strip().strip('"').strip("'")))
+        # configargparse's forms: `key = value`, `key: value`, `key value`, a bare `key` (a flag), `[a, b]`.
+        m = re.match(r"\s*([^\s=:]+)\s*(?:[=:]\s*|\s+)?(.*)$", line)
+        assert m is not None
+        key, value = m.group(1), m.group(2).strip() or "true"
+        if value.startswith("[") and value.endswith("]"):
+            value = " ".join(v.strip().strip('"').strip("'") for v in value[1:-1].split(",") if v.strip())
+        pairs.append((key.strip(), value.strip('"').strip("'")))
     return pairs
 
 
