@@ -364,6 +364,51 @@ class DefaultTaskSet(TaskSet):
         else:
             await call_maybe_threaded(self._user, t, self._user)
 
+    async def run(self) -> None:
+        """TaskSet.run's loop with the common case inlined (an `async def` task on the user, picked at
+        random, then the user's wait): the generator's speed is this loop's speed. Same semantics."""
+        user = self._user
+        queue = self._task_queue
+        rnd = user.random.random
+        kinds = _kinds
+        sleep = asyncio.sleep
+        while True:
+            try:
+                try:
+                    if user._stopping:
+                        raise StopUser()
+                    user._phase = "task"
+                    if queue:
+                        t = queue.popleft()
+                    else:
+                        tasks = user.tasks
+                        if not tasks:
+                            self.get_next_task()  # raises with locust's message
+                        t = tasks[int(rnd() * len(tasks))]
+                    if kinds.get(t) == _KIND_ASYNC:
+                        await t(user)
+                    else:
+                        await self.execute_task(t)
+                except RescheduleTaskImmediately:
+                    continue
+                except RescheduleTask:
+                    pass
+                # the wait (TaskSet.wait inlined)
+                if user._stopping:
+                    raise StopUser()
+                user._phase = "wait"
+                seconds = user.wait_time()
+                await sleep(seconds if seconds > 0 else 0)
+                if user._stopping:
+                    raise StopUser()
+            except InterruptTaskSet as e:
+                raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
+            except (StopUser, StopTest, asyncio.CancelledError):
+                raise
+            except Exception as e:
+                user._task_error(self, e)
+                await self.wait()
+
 
 class User:
     """A simulated user without a client of its own (locust's `User`); see HttpUser."""
