@@ -2,6 +2,7 @@
 
 from loadtest.client import CatchResponseError, Response, ResponseError
 from loadtest.events import EventHook, Events, events
+from loadtest.exception import RescheduleTask, RescheduleTaskImmediately, StopTest
 from loadtest.runner import Environment
 from loadtest.shapes import DailySineShape, LoadTestShape, RampShape, SpikeShape, StepShape
 from loadtest.user import (
@@ -22,7 +23,7 @@ from loadtest.user import (
 
 __all__ = [
     "CatchResponseError", "DailySineShape", "Environment", "EventHook", "Events", "FastHttpUser", "HttpUser",
-    "InterruptTaskSet", "LoadTestShape", "RampShape", "Response", "ResponseError", "SequentialTaskSet",
-    "SpikeShape", "StepShape", "StopUser", "TaskSet", "User", "between", "constant", "constant_pacing",
-    "constant_throughput", "events", "tag", "task",
+    "InterruptTaskSet", "LoadTestShape", "RampShape", "RescheduleTask", "RescheduleTaskImmediately", "Response",
+    "ResponseError", "SequentialTaskSet", "SpikeShape", "StepShape", "StopTest", "StopUser", "TaskSet", "User",
+    "between", "constant", "constant_pacing", "constant_throughput", "events", "tag", "task",
 ]

@@ -77,8 +77,24 @@ def _tags(text: str) -> list[str]:
     return [t for t in re.split(r"[,\s]+", text) if t]
 
 
+class LocustArgumentParser(argparse.ArgumentParser):
+    """argparse that takes locust's extra add_argument keywords (a locustfile's init_command_line_parser
+    listener passes them): env_var names the variable; the web UI ones are accepted and have no effect."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        env_var = kwargs.pop("env_var", None)
+        is_multiple = kwargs.pop("is_multiple", False)
+        for key in ("include_in_web_ui", "is_secret", "is_required"):
+            kwargs.pop(key, None)
+        if is_multiple and "nargs" not in kwargs and kwargs.get("action") in (None, "store"):
+            kwargs["nargs"] = "*"
+        action = super().add_argument(*args, **kwargs)
+        action.env_var = env_var  # type: ignore[attr-defined]
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadtest", description="Locust-style load tests on asyncio.")
+    p = LocustArgumentParser(prog="python -m loadtest", description="Locust-style load tests on asyncio.")
     p.add_argument("user_classes", nargs="*", metavar="UserClass", help="only run these user classes")
     p.add_argument("-f", "--locustfile", default=DEFAULT_LOCUSTFILE,
                    help="scenario: a .py file or a module name (default: ./locustfile.py, as locust)")
@@ -140,11 +156,13 @@ def _read_config(path: Path) -> list[tuple[str, str]]:
         line = raw.strip()
         if not line or line.startswith(("#", ";", "[")):
             continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, _, value = line.partition(" ")
-            value = value or "true"
-        pairs.append((key.strip(), value.strip().strip('"').strip("'")))
+        # configargparse's forms: `key = value`, `key: value`, `key value`, a bare `key` (a flag), `[a, b]`.
+        m = re.match(r"\s*([^\s=:]+)\s*(?:[=:]\s*|\s+)?(.*)$", line)
+        assert m is not None
+        key, value = m.group(1), m.group(2).strip() or "true"
+        if value.startswith("[") and value.endswith("]"):
+            value = " ".join(v.strip().strip('"').strip("'") for v in value[1:-1].split(",") if v.strip())
+        pairs.append((key.strip(), value.strip('"').strip("'")))
     return pairs
 
 
@@ -169,9 +187,12 @@ def _to_argv(options: dict[str, argparse.Action], key: str, value: str, origin: 
     return [f"{opt}={value}"]
 
 
-def settings_argv(parser: argparse.ArgumentParser, argv: list[str], environ: dict[str, str]) -> list[str]:
-    """argv for the config files and LOCUST_* variables, to put before the command line's own."""
+def settings_argv(parser: argparse.ArgumentParser, argv: list[str], environ: dict[str, str],
+                  strict: bool = True) -> list[str]:
+    """argv for the config files and LOCUST_* variables, to put before the command line's own. Not
+    `strict`: keys no option knows yet are skipped (a locustfile may add the option later)."""
     options = _long_options(parser)
+    named_env = {getattr(a, "env_var", None): name for name, a in options.items() if getattr(a, "env_var", None)}
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
@@ -185,8 +206,13 @@ def settings_argv(parser: argparse.ArgumentParser, argv: list[str], environ: dic
     for path in files:
         if path.is_file():
             for key, value in _read_config(path):
+                if not strict and key.strip().lstrip("-").replace("_", "-") not in options:
+                    continue
                 out += _to_argv(options, key, value, f"{path}: {key}")
     for var, value in sorted(environ.items()):
+        if var in named_env:
+            out += _to_argv(options, named_env[var], value, var)
+            continue
         if not var.startswith("LOCUST_") or var in ("LOCUST_CONFIG",):
             continue
         name = var[len("LOCUST_"):].lower().replace("_", "-")
@@ -279,7 +305,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         if flag in UNSUPPORTED:
             parser.error(f"{flag}: {UNSUPPORTED[flag]} is not supported by loadtest (see loadtest/README.md)")
     try:
-        pre_argv = settings_argv(parser, argv, environ)
+        pre_argv = settings_argv(parser, argv, environ, strict=False)
     except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
         print(f"python -m loadtest: error: {exc}", file=sys.stderr)
         return 2
@@ -294,6 +320,11 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         parser.error(str(exc))
     # locust's init_command_line_parser: a locustfile may add its own options before the full parse.
     events.init_command_line_parser.fire(parser=parser)
+    try:
+        pre_argv = settings_argv(parser, argv, environ)
+    except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
+        print(f"python -m loadtest: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(pre_argv + argv)
     try:
         users, file_shape = load_classes(vars(module))
@@ -380,5 +411,17 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     return code
 
 
+def _exit(code: int) -> None:
+    """Exit with `code`; a plain `def` task still sleeping in a worker thread must not hold the process
+    (the interpreter would join that thread), so then the process ends at once, output flushed."""
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import json as jsonlib
 import ssl
@@ -129,6 +130,14 @@ class Response:
 
     def json(self) -> Any:
         return jsonlib.loads(self.content)
+
+    @property
+    def js(self) -> Any:
+        """FastHttpUser's parsed JSON body, None when the body is not JSON."""
+        try:
+            return self.json()
+        except ValueError:
+            return None
 
     def raise_for_status(self) -> None:
         if self.error is not None:
@@ -431,6 +440,16 @@ class HttpSession:
         self._loop_thread = threading.get_ident()
         self._head_cache: dict[tuple[str, str], bytes] = {}
         self.on_request = on_request  # events.request, set by the runner when someone listens
+        self.request_name: str | None = None  # locust's: the stats name of requests without name=
+
+    @contextlib.contextmanager
+    def rename_request(self, name: str) -> Iterator[None]:
+        """`with self.client.rename_request("/blog?id=[id]"):` groups the requests inside under one name."""
+        self.request_name = name
+        try:
+            yield
+        finally:
+            self.request_name = None
 
     # Session headers, sent with every request (a request's own headers win): locust's
     # `self.client.headers.update({...})` and `self.client.headers = {...}` both work.
@@ -589,7 +608,7 @@ class HttpSession:
         elapsed_ms = elapsed * 1000.0
         if not resp.history:
             resp._elapsed = elapsed
-        stat_name = name or url
+        stat_name = name or self.request_name or url
         if resp.error is None and resp.status_code >= 400:
             # Like FastHttpUser's LocustBadStatusCode(code=N): no URL in it, so failures group per (method, name).
             resp.error = f"BadStatusCode(code={resp.status_code})"
@@ -711,10 +730,25 @@ class HttpSession:
         if threading.get_ident() != self._loop_thread:
             if kw.get("catch_response"):
                 return _BlockingCatch(self, method, url, kw)
-            return asyncio.run_coroutine_threadsafe(self._request(method, url, **kw), self._loop).result()
+            return _blocking(self._loop, self._request(method, url, **kw))
         if kw.get("catch_response"):
             return _CatchResponse(self, method, url, kw)
         return self._request(method, url, **kw)
+
+
+def _blocking(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    """Run a client coroutine on the user's loop from a worker thread and wait for it; gives up when the
+    loop stops (the run ended), so a thread never waits forever on a request that will not run."""
+    import concurrent.futures
+
+    fut = asyncio.run_coroutine_threadsafe(coro, loop)
+    while True:
+        try:
+            return fut.result(timeout=0.25)
+        except concurrent.futures.TimeoutError:
+            if loop.is_closed() or not loop.is_running():
+                fut.cancel()
+                raise RuntimeError("the run ended while this request waited") from None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -785,9 +819,8 @@ class _BlockingCatch:
         self.resp: CaughtResponse | None = None
 
     def __enter__(self) -> CaughtResponse:
-        fut = asyncio.run_coroutine_threadsafe(self.session._request(self.method, self.path, **self.kw),
-                                               self.session._loop)
-        self.resp = cast(CaughtResponse, fut.result())
+        self.resp = cast(CaughtResponse, _blocking(self.session._loop,
+                                                   self.session._request(self.method, self.path, **self.kw)))
         return self.resp
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:

@@ -18,6 +18,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from loadtest.exception import CONTROL_FLOW
+
 log = logging.getLogger("loadtest")
 
 
@@ -45,6 +47,8 @@ class EventHook:
         for handler in list(handlers):
             try:
                 handler(**kwargs)
+            except CONTROL_FLOW:
+                raise  # StopUser, RescheduleTask, ... raised from a request listener steer the task, as in locust
             except Exception as exc:
                 tb = "".join(traceback.format_tb(exc.__traceback__))
                 log.error("Uncaught exception in event handler %s for %s:\n%s%s: %s",

@@ -213,6 +213,7 @@ class Environment:
         self.parsed_options = parsed_options
         self.shape_class = shape_class
         self.runner: Runner | None = None
+        self.web_ui = None  # no web UI here; locustfiles test `if environment.web_ui:`
         self.process_exit_code: int | None = None
         self.catch_exceptions = True
         self.problems: list[str] = []  # run-level errors (unawaited calls, blocked loop, no requests, ...)
@@ -325,7 +326,7 @@ class Runner:
     def executor(self) -> ThreadPoolExecutor:
         # Plain `def` tasks run here, one thread per user at most; threads are made only when used.
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=max(64, 2 * self._target + 8),
+            self._executor = ThreadPoolExecutor(max_workers=max(512, 2 * self._target + 8),
                                                 thread_name_prefix="loadtest-user")
         return self._executor
 

@@ -208,6 +208,15 @@ class StatsEntry:
         }
 
 
+class AggregatedEntry(StatsEntry):
+    """`stats.total`: locust's attribute, and still callable as this project's `stats.total()` was."""
+
+    __slots__ = ()
+
+    def __call__(self) -> StatsEntry:
+        return self
+
+
 @dataclass
 class Interval:
     """What happened between two snapshots: the basis of a history row and a progress line."""
@@ -284,7 +293,7 @@ class RequestStats:
         return n == 0
 
     def aggregated(self) -> StatsEntry:
-        agg = StatsEntry("", "Aggregated")
+        agg = AggregatedEntry("", "Aggregated")
         agg.start_time = self.start_time
         for entry in self.entries.values():
             agg.extend(entry)

@@ -19,6 +19,13 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from loadtest.client import HttpSession
+from loadtest.exception import (
+    InterruptTaskSet,
+    RescheduleTask,
+    RescheduleTaskImmediately,
+    StopTest,
+    StopUser,
+)
 
 if TYPE_CHECKING:
     from loadtest.runner import Environment
@@ -93,30 +100,6 @@ def constant_throughput(task_runs_per_second: float) -> Callable[[Any], float]:
 
 def constant_pacing(wait: float) -> Callable[[Any], float]:
     return constant_throughput(1.0 / wait)
-
-
-class StopUser(Exception):
-    """Raise inside a task to stop this user, as in locust."""
-
-
-class InterruptTaskSet(Exception):
-    """Raised by TaskSet.interrupt(): hands control back to the parent."""
-
-    def __init__(self, reschedule: bool = True) -> None:
-        super().__init__()
-        self.reschedule = reschedule
-
-
-class RescheduleTask(Exception):
-    pass
-
-
-class RescheduleTaskImmediately(Exception):
-    pass
-
-
-class MissingWaitTimeError(Exception):
-    pass
 
 
 def _collect_tasks(cls: type, ordered: bool = False) -> list[Any]:
@@ -202,6 +185,8 @@ async def call_maybe_threaded(user: User, fn: Callable[..., Any], *args: Any) ->
     blocks. A plain function that returns an awaitable (a lambda around a client call) has it awaited."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
+    if getattr(fn, "__func__", None) in _NOOP_HOOKS:
+        return None  # the base class's empty on_start/on_stop: no thread hop for nothing
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(user._executor, fn, *args)
     if inspect.isawaitable(result):
@@ -334,7 +319,7 @@ class TaskSet:
             except InterruptTaskSet as e:
                 await user._safe_hook(self.on_stop)
                 raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
-            except (StopUser, asyncio.CancelledError):
+            except (StopUser, StopTest, asyncio.CancelledError):
                 await user._safe_hook(self.on_stop)
                 raise
             except Exception as e:
@@ -379,6 +364,51 @@ class DefaultTaskSet(TaskSet):
         else:
             await call_maybe_threaded(self._user, t, self._user)
 
+    async def run(self) -> None:
+        """TaskSet.run's loop with the common case inlined (an `async def` task on the user, picked at
+        random, then the user's wait): the generator's speed is this loop's speed. Same semantics."""
+        user = self._user
+        queue = self._task_queue
+        rnd = user.random.random
+        kinds = _kinds
+        sleep = asyncio.sleep
+        while True:
+            try:
+                try:
+                    if user._stopping:
+                        raise StopUser()
+                    user._phase = "task"
+                    if queue:
+                        t = queue.popleft()
+                    else:
+                        tasks = user.tasks
+                        if not tasks:
+                            self.get_next_task()  # raises with locust's message
+                        t = tasks[int(rnd() * len(tasks))]
+                    if kinds.get(t) == _KIND_ASYNC:
+                        await t(user)
+                    else:
+                        await self.execute_task(t)
+                except RescheduleTaskImmediately:
+                    continue
+                except RescheduleTask:
+                    pass
+                # the wait (TaskSet.wait inlined)
+                if user._stopping:
+                    raise StopUser()
+                user._phase = "wait"
+                seconds = user.wait_time()
+                await sleep(seconds if seconds > 0 else 0)
+                if user._stopping:
+                    raise StopUser()
+            except InterruptTaskSet as e:
+                raise (RescheduleTaskImmediately() if e.reschedule else RescheduleTask()) from e
+            except (StopUser, StopTest, asyncio.CancelledError):
+                raise
+            except Exception as e:
+                user._task_error(self, e)
+                await self.wait()
+
 
 class User:
     """A simulated user without a client of its own (locust's `User`); see HttpUser."""
@@ -396,9 +426,15 @@ class User:
             cls.abstract = False
         cls.tasks = _collect_tasks(cls)
 
-    def __init__(self, environment: Environment) -> None:
+    def __init__(self, environment: Environment, host: str | None = None, rng: random.Random | None = None,
+                 timeout: float | None = 60.0) -> None:
+        if not hasattr(environment, "events"):
+            # The earlier signature, User(stats, host=, rng=, timeout=): an environment around those stats.
+            from loadtest.runner import Environment as _Env
+
+            environment = _Env(host=host, stats=environment, timeout=timeout)  # type: ignore[arg-type]
         self.environment = environment
-        self.random: random.Random = random.Random()
+        self.random: random.Random = rng or random.Random()
         self._stopping = False
         self._phase = "start"
         self._executor: Executor | None = None
@@ -442,8 +478,10 @@ class HttpUser(User):
     abstract = True
     insecure: bool = False
 
-    def __init__(self, environment: Environment) -> None:
-        super().__init__(environment)
+    def __init__(self, environment: Environment, host: str | None = None, rng: random.Random | None = None,
+                 timeout: float | None = 60.0) -> None:
+        super().__init__(environment, host, rng, timeout)
+        environment = self.environment
         host = environment.host or self.host
         if not host:
             raise ValueError(f"{type(self).__name__} has no host: set `host` or pass --host")
@@ -454,6 +492,14 @@ class HttpUser(User):
     def close(self) -> None:
         self.client.close()
 
+    def rest(self, method: str, url: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+        """FastHttpUser.rest(): a catch_response request with JSON headers; `resp.js` is the parsed body
+        (None when it is not JSON). `async with self.rest("POST", "/x", json={...}) as resp:`."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+        return self.client._call(method, url, {**kw, "headers": headers, "catch_response": True})
+
+
+_NOOP_HOOKS = frozenset({User.on_start, User.on_stop, TaskSet.on_start, TaskSet.on_stop})
 
 # FastHttpUser's locustfiles port with the same import change.
 FastHttpUser = HttpUser
@@ -483,6 +529,10 @@ async def run_user(user: User) -> None:
                 continue
     except StopUser:
         pass
+    except StopTest:
+        runner = user.environment.runner
+        if runner is not None:
+            runner.quit()
     finally:
         user._phase = "stopped"
         try:

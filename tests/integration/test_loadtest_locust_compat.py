@@ -492,3 +492,120 @@ async def test_no_locustfile_and_unsupported_flags_are_one_line_errors(tmp_path:
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
     assert proc.returncode == 2 and "not supported" in err.decode()
+
+
+async def test_locust_examples_add_command_line_argument_and_nested_inline_tasksets(site: Site,
+                                                                                   tmp_path: Path) -> None:
+    # examples/add_command_line_argument.py and examples/nested_inline_tasksets.py, ported by the rule.
+    code, out, err = await loadtest(tmp_path, """
+        from loadtest import HttpUser, TaskSet, between, events, task
+
+        @events.init_command_line_parser.add_listener
+        def _(parser):
+            parser.add_argument("--my-argument", type=str, env_var="LOCUST_MY_ARGUMENT", default="")
+            parser.add_argument("--env", choices=["dev", "staging", "prod"], default="dev", help="Environment")
+            parser.add_argument("--endpoints", choices=["a", "b", "c"], is_multiple=True, default=["a"])
+            parser.add_argument("--my-ui-invisible-argument", include_in_web_ui=False, default="I am invisible")
+            parser.add_argument("--my-ui-password-argument", is_secret=True, default="I am a secret")
+            parser.add_argument("--my-ui-required-argument", is_required=True, default="I am required")
+
+        @events.test_start.add_listener
+        def _(environment, **kw):
+            print(f"Custom argument supplied: {environment.parsed_options.my_argument}")
+
+        @events.init.add_listener
+        def _(environment, **kw):
+            if environment.web_ui:
+                raise AssertionError("there is no web UI")
+
+        class WebsiteUser(HttpUser):
+            wait_time = between(0.01, 0.02)
+
+            @task
+            class TopLevelTaskSet(TaskSet):
+                @task
+                class IndexTaskSet(TaskSet):
+                    @task(10)
+                    async def index(self):
+                        await self.client.get("/")
+
+                    @task(1)
+                    async def stop(self):
+                        self.interrupt()
+
+                @task
+                async def stats(self):
+                    await self.client.get("/stats/requests")
+    """, "-H", site.url, "-u", "2", "-r", "20", "-t", "2s", "--env", "prod", env={"LOCUST_MY_ARGUMENT": "42"})
+    assert code == 0, err
+    assert "Custom argument supplied: 42" in out
+    assert site.seen["GET /"] > 0 and site.seen["GET /stats/requests"] > 0
+
+
+async def test_locust_example_response_validations_with_rest_and_a_request_listener(site: Site,
+                                                                                     tmp_path: Path) -> None:
+    code, out, err = await loadtest(tmp_path, """
+        from loadtest import FastHttpUser, events, task, constant, StopUser
+        from loadtest.exception import RescheduleTask
+
+        class GoodUser(FastHttpUser):
+            wait_time = constant(0.01)
+
+            @task
+            async def t(self):
+                async with self.rest("POST", "/authenticate", json={"username": "foo"}) as resp:
+                    if resp.js is not None:
+                        resp.failure("not json here")
+                await self.client.get("/hello")   # 401: the listener reschedules the task
+                await self.client.get("/never")
+                raise StopUser()
+
+        @events.init.add_listener
+        def register_request_listener(environment, **kwargs):
+            @events.request.add_listener
+            def request(exception, **kwargs):
+                if exception:
+                    raise RescheduleTask()
+    """, "-H", site.url, "-u", "1", "-r", "20", "-t", "2s")
+    assert code == 1  # /hello failed with 401
+    assert site.seen["POST /authenticate"] > 1 and site.seen["GET /hello"] > 1 and "GET /never" not in site.seen
+
+
+async def test_a_plain_def_task_still_sleeping_does_not_hold_the_process(site: Site, tmp_path: Path) -> None:
+    import time
+
+    began = time.monotonic()
+    code, _, err = await loadtest(tmp_path, """
+        import time
+        from loadtest import HttpUser, task, constant
+
+        class Slow(HttpUser):
+            wait_time = constant(0)
+
+            @task
+            def t(self):
+                self.client.get("/ok")
+                time.sleep(60)
+    """, "-H", site.url, "-u", "2", "-r", "20", "-t", "1s", "-s", "1s")
+    assert code == 0, err
+    assert site.seen["GET /ok"] == 2
+    assert time.monotonic() - began < 45
+
+
+async def test_rename_request_groups_requests_under_one_name(site: Site, tmp_path: Path) -> None:
+    code, out, err = await loadtest(tmp_path, """
+        from loadtest import HttpUser, task, constant, StopUser
+
+        class U(HttpUser):
+            wait_time = constant(0)
+
+            @task
+            async def t(self):
+                with self.client.rename_request("/blog?id=[id]"):
+                    for i in range(3):
+                        await self.client.get(f"/blog?id={i}")
+                await self.client.get("/ok")
+                raise StopUser()
+    """, "-H", site.url, "-u", "1", "-r", "10", "-t", "5s", "--json")
+    assert code == 0, err
+    assert {(s["name"], s["num_requests"]) for s in json.loads(out)} == {("/blog?id=[id]", 3), ("/ok", 1)}

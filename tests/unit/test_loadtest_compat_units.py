@@ -161,3 +161,12 @@ def test_parser_accepts_locust_flags() -> None:
                                       "--html", "r.html", "--headless"])
     assert isinstance(args, argparse.Namespace)
     assert (args.stop_timeout, args.run_time, args.tags) == (10.0, 60.0, ["a"])
+
+
+def test_locust_conf_accepts_configargparse_forms(tmp_path: Path) -> None:
+    from loadtest.__main__ import _read_config
+
+    conf = tmp_path / "locust.conf"
+    conf.write_text("users: 5\nheadless\nspawn-rate 3\ntags = [a, b]\nhost = http://127.0.0.1:1\n# note\n")
+    assert _read_config(conf) == [("users", "5"), ("headless", "true"), ("spawn-rate", "3"), ("tags", "a b"),
+                                  ("host", "http://127.0.0.1:1")]
