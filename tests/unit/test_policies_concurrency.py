@@ -30,30 +30,34 @@ CASES = [
     # name, snapshots, replicas wanted after each
     ("steady load at target holds", [snap(t, 4, 40.0) for t in (100, 102, 104)], [4, 4, 4]),
     ("steady fractional load rounds up", [snap(100, 3, 21.0)], [3]),
-    ("step up by the stable window", [snap(100, 2, 35.0, 30.0)], [4]),
+    ("step up by the panic window (the stable window guards start-up only)", [snap(100, 2, 35.0, 30.0)], [3]),
     ("a burst of 2x capacity panics and scales on the panic window",
      [snap(100, 2, 22.0, 40.0)], [4]),
     ("panic holds the most seen while load drops",
      [snap(100, 2, 22.0, 60.0), snap(102, 6, 25.0, 10.0, ready=2), snap(104, 6, 25.0, 10.0)], [6, 6, 6]),
-    ("panic ends a panic window after the last trigger, then steps down at the rate limit",
-     [snap(100, 2, 22.0, 60.0), snap(104, 6, 20.0, 20.0), snap(107, 6, 20.0, 20.0)], [6, 6, 3]),
+    ("panic ends a panic window after the last trigger; down after the scale-down delay, at the rate limit",
+     [snap(100, 2, 22.0, 60.0), snap(104, 6, 20.0, 20.0), snap(107, 6, 20.0, 20.0), snap(116, 6, 20.0, 20.0)],
+     [6, 6, 6, 3]),
     ("a steady rise provisions ahead by the lead (cold start + interval + half the panic window)",
-     [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(4)], [4, 4, 6, 6]),
+     [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(4)], [4, 4, 5, 6]),
     ("a single fast rise is not a trend yet", [snap(100, 4, 38.0, 38.0), snap(102, 4, 38.0, 44.0)], [4, 5]),
+    ("a step seen through the window is not a trend once it is flat",
+     [snap(100 + 2 * i, 1, 4.0, min(4.0, max(0.0, 4.0 * i / 3))) for i in range(-6, 8)], [1] * 14),
     ("step down, limited by the scale-down rate", [snap(100, 8, 10.0)], [4]),
     ("step down to the stable desire", [snap(100, 4, 25.0)], [3]),
     ("no scale-down before a full stable window", [snap(30, 8, 10.0, coverage=30.0)], [8]),
     ("scale-up is allowed before a full stable window", [snap(30, 1, 30.0, coverage=30.0)], [3]),
     ("flapping panic input does not flap the replicas",
-     [snap(100 + 2 * i, 4, 40.0, 90.0 if i % 2 == 0 else 5.0) for i in range(6)], [9] * 6),
-    ("flapping just around the target moves only by one",
-     [snap(100 + 2 * i, 4, 40.0 + (1.0 if i % 2 else -1.0)) for i in range(4)], [4, 5, 4, 5]),
+     [snap(100 + 2 * i, 4 if i == 0 else 9, 40.0, 90.0 if i % 2 == 0 else 5.0) for i in range(6)], [9] * 6),
+    ("flapping just around the target: up once, then held through the scale-down delay",
+     [snap(100 + 2 * i, 4 if i == 0 else 5, 40.0 + (1.0 if i % 2 else -1.0)) for i in range(4)], [4, 5, 5, 5]),
     ("a start is not cancelled: no scale-down within a cold start of scaling up",
-     [snap(100, 4, 38.0, 50.0), snap(102, 5, 38.0, 38.0, ready=4), snap(106, 5, 38.0, 38.0, ready=4)],
-     [5, 5, 4]),
+     [snap(100, 4, 38.0, 50.0), snap(102, 5, 38.0, 38.0, ready=4), snap(106, 5, 38.0, 38.0, ready=4),
+      snap(118, 5, 38.0, 38.0, ready=4)],
+     [5, 5, 5, 4]),
     ("replicas that never get ready do not block scale-down", [snap(100, 6, 20.0, 20.0, ready=4)], [2]),
     ("no data holds", [snap(100, 3, None)], [3]),
-    ("zero load wants zero (the loop clamps to LB_MIN_REPLICAS)", [snap(100, 1, 0.0)], [0]),
+    ("zero load keeps one replica: zero is only the scale-to-zero rule's", [snap(100, 1, 0.0)], [1]),
     ("nothing ready counts as one ready replica", [snap(100, 3, 15.0, 15.0, ready=0)], [3]),
 ]
 
@@ -96,7 +100,7 @@ def test_restart_forgets_panic_and_waits_for_a_full_window():
 
 def test_reasons_are_sentences_with_numbers():
     decisions, _ = run(ConcurrencyPolicy(SETTINGS), [snap(100, 2, 35.0, 30.0)])
-    assert decisions[0].reason.startswith("4 replicas: 35.0 in flight over 60 s wants 4")
+    assert decisions[0].reason.startswith("3 replicas: 30.0 in flight over 6 s wants 3")
 
 
 def test_built_by_name_with_partial_settings():
@@ -131,5 +135,5 @@ def test_panic_hold_is_a_setting():
 
 
 def test_rising_load_is_explained():
-    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(3)])
-    assert "rising 1.0/s (so 52.0 in 10 s)" in decisions[-1].reason
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(4)])
+    assert "rising 1.0/s (so 54.0 in 10 s)" in decisions[-1].reason
