@@ -137,3 +137,82 @@ def test_panic_hold_is_a_setting():
 def test_rising_load_is_explained():
     decisions, _ = run(ConcurrencyPolicy(SETTINGS), [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(4)])
     assert "rising 1.0/s (so 54.0 in 10 s)" in decisions[-1].reason
+
+
+def windowed_run(policy, inflight_at, seconds, replicas=1, rps_per_inflight=20.0, start=0.0):
+    """Feed SlidingWindows as the control loop does (a sample a second, a decision every 2 s) with
+    `inflight_at(t)` concurrent requests, replicas following the decisions; the counts decided."""
+    from policies.windows import SlidingWindows
+
+    windows = SlidingWindows(60.0, 6.0)
+    state, counts = policy.initial_state(), []
+    integral = requests = 0.0
+    t = start
+    while t < start + seconds:
+        windows.observe(t, integral, requests)
+        if t > start and int(t) % 2 == 0:
+            s = Snapshot(now=t, replicas=replicas, ready_replicas=replicas, p50_ms=50.0,
+                         **vars(windows.averages(t)))
+            decision, state = policy.decide(s, state)
+            replicas = decision.replicas
+            counts.append(replicas)
+        load = inflight_at(t - start)
+        integral += load
+        requests += load * rps_per_inflight
+        t += 1.0
+    return counts
+
+
+def test_the_first_four_users_at_one_replica_do_not_add_a_second():
+    # The demo: target 8, 4 users (4 in flight) arriving at once after a quiet minute.
+    policy = ConcurrencyPolicy({**SETTINGS, "target_inflight": 8, "stable_window": 30})
+    counts = windowed_run(policy, lambda t: 0.0 if t < 60 else 4.0, 180)
+    assert set(counts) == {1}
+
+
+def test_a_restarted_balancer_under_48_reconnecting_clients_reads_no_trend():
+    # Restarted with 7 replicas: the windows start empty and the clients reconnect within 3 s.
+    policy = ConcurrencyPolicy({**SETTINGS, "target_inflight": 8, "stable_window": 30})
+    counts = windowed_run(policy, lambda t: min(48.0, 16.0 * t), 120, replicas=7)
+    assert max(counts) == 7 and counts[:14] == [7] * 14  # kept while the 30 s stable window fills
+    assert counts[-1] == 6  # then 48 / 8, once
+
+
+def test_a_real_ramp_after_a_restart_is_still_followed():
+    policy = ConcurrencyPolicy({**SETTINGS, "target_inflight": 8, "stable_window": 30})
+    counts = windowed_run(policy, lambda t: 8.0 + 2.0 * t, 30)
+    assert counts[-1] >= 9  # 68 in flight at 30 s, and rising
+
+
+def test_the_lead_uses_the_measured_cold_start():
+    rising = [snap(100 + 2 * i, 4, 38.0, 38.0 + 2 * i) for i in range(4)]
+    measured = [Snapshot(**{**vars(s), "cold_start_s": 25.0}) for s in rising]
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), measured)
+    assert "so 74.0 in 30 s" in decisions[-1].reason  # 25 s measured + 2 s interval + 3 s
+    decisions, _ = run(ConcurrencyPolicy({**SETTINGS, "lead_s": 4}), measured)
+    assert "in 4 s" in decisions[-1].reason  # a configured lead wins
+
+
+def zero(now, replicas, held=0, idle=0.0, inflight=None, ready=None):
+    inflight = float(held) if inflight is None else inflight
+    return Snapshot(now=now, replicas=replicas, ready_replicas=replicas if ready is None else ready,
+                    stable_inflight=inflight, panic_inflight=inflight, stable_rps=None, panic_rps=None,
+                    stable_coverage_s=60.0, held=held, idle_s=idle)
+
+
+def test_scale_to_zero_when_idle_long_enough_and_min_replicas_is_zero():
+    policy = ConcurrencyPolicy({**SETTINGS, "min_replicas": 0, "scale_to_zero_after": 300})
+    decisions, _ = run(policy, [zero(100, 2, idle=299.0, inflight=0.0), zero(102, 2, idle=301.0, inflight=0.0)])
+    assert [d.replicas for d in decisions] == [1, 0]
+    assert "nothing in flight or arriving for 301 s" in decisions[1].reason
+    decisions, _ = run(ConcurrencyPolicy(SETTINGS), [zero(100, 1, idle=1000.0, inflight=0.0)])
+    assert decisions[0].replicas == 1  # min_replicas 1: never zero
+
+
+def test_at_zero_held_requests_ask_for_all_they_need_at_once():
+    policy = ConcurrencyPolicy({**SETTINGS, "min_replicas": 0})
+    # The windows lag (nothing in them yet); 64 held at a target of 10: 7 replicas.
+    decisions, _ = run(policy, [zero(100, 0, held=64, inflight=0.0, ready=0)])
+    assert decisions[0].replicas == 7 and "64 held" in decisions[0].reason
+    decisions, _ = run(policy, [zero(100, 0, held=1, inflight=0.0, ready=0)])
+    assert decisions[0].replicas == 1
