@@ -190,7 +190,7 @@ class WindowedTargetPolicy:
             panic_since = None
         recent = tuple((t, n) for t, n in state.recent if now - t < self.down_delay - EPS)
         if backlog_until is None or now >= backlog_until - EPS:
-            recent += ((now, want),)
+            recent += ((now, maybe),)
 
         reason = f"{panic:.1f} {self.metric}{note} over {self.panic_window:g} s"
         if rise > 0:
@@ -219,7 +219,7 @@ class WindowedTargetPolicy:
                     desired = least
                     reason += f"; limited to {least} by the scale-down rate {self.max_down:g}"
             elif want < current:
-                reason += f"; it wanted {desired} within the last {self.down_delay:g} s"
+                reason += f"; it may have wanted {desired} within the last {self.down_delay:g} s"
             elif want != current:
                 reason += "; within chance: holding"
         starting = state.last_up is not None and now - state.last_up < cold_start

@@ -496,30 +496,41 @@ def markdown(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Sequence[Result], path: str) -> None:
+def plot(results: Sequence[Result], path: str, by_policy: bool = False) -> None:
+    """Load and replicas, one panel per trace (the first seed only); `by_policy`: one column per
+    policy, side by side, each with the oracle dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    first = results[0].seed if results else 1
+    results = [r for r in results if r.seed == first]
     traces = list(dict.fromkeys(r.trace for r in results))
-    fig, axes = plt.subplots(len(traces), 1, figsize=(11, 3.2 * len(traces)), squeeze=False)
-    for ax, trace in zip(axes[:, 0], traces):
-        rows = [r for r in results if r.trace == trace]
-        load = ax.twinx()
-        t = [s[0] for s in rows[0].series]
-        load.fill_between(t, [s[1] for s in rows[0].series], color="0.85", step="post", label="load")
-        load.set_ylabel("requests/s")
-        ax.set_zorder(load.get_zorder() + 1)
-        ax.patch.set_visible(False)
-        for r in rows:
-            ax.step(t, [s[2] for s in r.series], where="post", label=r.policy,
-                    linestyle="--" if r.policy == "oracle" else "-")
-        ax.set_title(trace)
-        ax.set_ylabel("replicas")
-        ax.legend(loc="upper left", fontsize="small", ncol=3)
-    axes[-1, 0].set_xlabel("seconds")
+    columns: list[list[str]] = [list(dict.fromkeys(r.policy for r in results))]
+    if by_policy:
+        columns = [[p, "oracle"] for p in columns[0] if p != "oracle"]
+    fig, axes = plt.subplots(len(traces), len(columns), figsize=(11 if len(columns) == 1 else 6.5 * len(columns),
+                                                                 3.2 * len(traces)), squeeze=False, sharey="row")
+    for row, trace in enumerate(traces):
+        for col, shown in enumerate(columns):
+            ax = axes[row, col]
+            rows = [r for r in results if r.trace == trace and r.policy in shown]
+            load = ax.twinx()
+            t = [s[0] for s in rows[0].series]
+            load.fill_between(t, [s[1] for s in rows[0].series], color="0.85", step="post", label="load")
+            load.set_ylabel("requests/s")
+            ax.set_zorder(load.get_zorder() + 1)
+            ax.patch.set_visible(False)
+            for r in rows:
+                ax.step(t, [s[2] for s in r.series], where="post", linestyle="--" if r.policy == "oracle" else "-",
+                        label=f"{r.policy} ({r.scale_events} scale events)")
+            ax.set_title(trace if len(columns) == 1 else f"{trace}: {shown[0]}")
+            ax.set_ylabel("replicas")
+            ax.legend(loc="upper left", fontsize="small", ncol=3 if len(columns) == 1 else 1)
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -565,6 +576,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="any setting by name, a user policy's own too, e.g. cold_start_s=8 (repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="draw load and replicas, one panel per trace")
+    p.add_argument("--plot-by-policy", action="store_true",
+                   help="with --plot: one column per policy, side by side, the oracle dashed in each")
     return p.parse_args(argv)
 
 
@@ -607,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(markdown(results))
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, by_policy=args.plot_by_policy)
     return 0
 
 
