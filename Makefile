@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: venv test test-unit test-e2e bench image swarm-up swarm-down demo clean
+.PHONY: venv lint test test-unit test-e2e bench image swarm-up swarm-down demo clean
 
 venv: $(STAMP)
 
@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Everything: unit, integration on loopback, and end-to-end on a real engine (started when possible).
-test: $(STAMP)
+# Lint and types first (config in pyproject.toml): cheap, and they catch what tests miss.
+lint: $(STAMP)
+	$(PY) -m ruff check
+	$(PY) -m mypy
+
+# Everything: lint, unit, integration on loopback, and end-to-end on a real engine (started when possible).
+test: lint
 	bash scripts/engine.sh ensure-if-possible
 	$(PY) -m pytest -ra
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,12 +339,26 @@ async def test_a_redeploy_under_load_keeps_the_replicas_and_loses_no_request(sta
                LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT), LB_DOCKER_SOCKET=str(relay.path),
                WEB_DRAIN_MS="2100")   # a changed setting: the re-deploy also rolls web onto a new spec
 
+    def lb_task() -> str:
+        return next(t["ID"] for t in client.services.get(f"{STACK}_lb").tasks(filters={"desired-state": "running"}))
+
+    lb_before = lb_task()
+
+    deployed: list[tuple[int, int]] = []
+
     def redeploy() -> None:
         version = client.services.get(f"{STACK}_web").attrs["Version"]["Index"]
+        read = replicas_of(client, f"{STACK}_web")
         swarm_sh("up", env)
+        deployed.append((read, replicas_of(client, f"{STACK}_web")))   # what the deploy itself left
         wait_until(_rolled(client, version), 120, "the re-deploy's rolling update to complete", 0.5)
 
     result, before, lowest = await _under_load(client, CLIENTS, redeploy)
-    print(f"\nre-deploy: {result.ok} ok, {len(result.failed)} failed, replicas {before} -> min {lowest}")
+    kinds = Counter(f[:40] for f in result.failed)
+    [(read, after)] = deployed
+    print(f"\nre-deploy: {result.ok} ok, {len(result.failed)} failed {dict(kinds)}, replicas {read} -> {after} "
+          f"by the deploy (fewest while it rolled, policy included: {lowest}), balancer task "
+          f"{'kept' if lb_task() == lb_before else 'replaced'}")
     assert result.failed == [] and result.ok > 1000
-    assert lowest >= 0.8 * before
+    assert after >= 0.8 * read                     # the deploy kept the count (Swarm alone would set 1)
+    assert lb_task() == lb_before                  # an unchanged balancer is not restarted
