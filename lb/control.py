@@ -242,7 +242,13 @@ class ControlLoop:
             if desired < floor:
                 desired, why = floor, f"{snapshot.held} requests held: at least {floor}"
             return desired, why
-        if config.min_replicas > 0 or current == 0:
+        if config.min_replicas > 0:
+            return desired, why
+        if current == 0:
+            # At zero every request is held: only held requests bring the service back up (the
+            # windows still hold the traffic from before it went idle).
+            if desired > 0:
+                desired, why = 0, "at zero: no request waiting"
             return desired, why
         idle = snapshot.idle_s >= config.scale_to_zero_after
         if idle and warm:
