@@ -43,6 +43,12 @@ def first_running(api: docker.APIClient, name: str, after: float) -> float | Non
     return min(times) if times else None
 
 
+def wait_zero(api: docker.APIClient, web: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while replicas(api, web) != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 async def burst(port: int, n: int) -> list[tuple[int, float, float]]:
     """(status, sent at, answered at) of n requests sent at once (Unix times)."""
     connector = aiohttp.TCPConnector(limit=0)
@@ -93,8 +99,7 @@ async def main() -> None:
         ok = sum(1 for code, _, _ in results if code == 200)
         late = max(end - running for end in answered) if running and answered else None
         done = time.time()
-        while replicas(api, web) != 0 and time.time() - done < args.zero_timeout:
-            await asyncio.sleep(0.5)
+        await asyncio.to_thread(wait_zero, api, web, args.zero_timeout)
         back = time.time() - done
         print(f"round {round_}: {ok}/{len(results)} ok; engine start (burst -> first task running) "
               f"{running - began:.2f} s; balancer's measured cold start (scale -> serving) "
