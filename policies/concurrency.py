@@ -29,20 +29,28 @@ Four changes, each for a failure the simulator showed (BENCHMARKS.md has the fig
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 from policies.base import Decision, Settings, Snapshot
 from policies.settings import value
 
 EPS = 1e-9  # 100.0 / 10.0 must want 10 replicas, not 11
+MIN_NOISE_SAMPLES = 8  # panic averages needed before the noise is measured rather than assumed
 
 
 @dataclass(frozen=True)
 class PanicState:
     panic_since: float | None = None  # last time the panic trigger fired (Knative's panicTime)
     max_panic: int = 0                # the most replicas wanted during this panic
-    history: tuple[tuple[float, float], ...] = ()  # (time, panic average) over a panic window, for the trend
+    history: tuple[tuple[float, float], ...] = ()  # (time, panic average) of full panic windows, for the trend
     last_up: float | None = None      # when this policy last asked for more replicas
+    recent: tuple[tuple[float, int], ...] = ()  # (time, replicas wanted) over the scale-down delay
+    more_since: float | None = None   # since when every decision wanted more than the current count
+    backlog_until: float | None = None  # the panic window holds requests that were held until then
+    held_since: float | None = None   # when requests started to be held (nothing ready)
+    held_rate: float = 0.0            # requests held per second during the last cold start
+    p50_ms: float | None = None       # the last median latency measured
 
 
 class WindowedTargetPolicy:
@@ -51,80 +59,174 @@ class WindowedTargetPolicy:
     name = "windowed"
     metric = "value"            # words for reasons: "12.0 in flight", "80.0 requests/s"
     target_key = "target_inflight"  # the setting (in policies/settings.py) holding the per-replica target
+    # Relative noise of a window's average over N requests is sqrt(NOISE / N): 1 for a count of
+    # Poisson arrivals (rps), 2 for in-flight, whose service times spread too (exponential ones).
+    noise = 1.0
 
     def __init__(self, settings: Settings) -> None:
         self.target = value(settings, self.target_key)
         self.stable_window = value(settings, "stable_window")
         self.panic_window = value(settings, "panic_window")
-        interval = value(settings, "scale_interval")
+        self.interval = value(settings, "scale_interval")
         self.max_up = value(settings, "max_scale_up_rate")
         self.max_down = value(settings, "max_scale_down_rate")
         self.panic_threshold = value(settings, "panic_threshold")
         self.panic_hold = value(settings, "panic_hold_s", self.panic_window)
-        cold_start = self.cold_start = value(settings, "cold_start_s")
-        self.lead = value(settings, "lead_s", cold_start + interval + self.panic_window / 2)
+        self.cold_start = value(settings, "cold_start_s")
+        self.lead_setting = settings.get("lead_s") if settings is not None else None
+        self.lead = value(settings, "lead_s", self.cold_start + self.interval + self.panic_window / 2)
+        self.trend_window = value(settings, "trend_window_s", 2 * self.panic_window)
+        self.noise_window = max(self.trend_window, self.stable_window)
+        self.sigmas = value(settings, "noise_sigmas")
+        self.down_delay = value(settings, "scale_down_delay_s")
+        self.persist = value(settings, "scale_up_persist_s", self.interval)
+        self.min_replicas = int(value(settings, "min_replicas"))
+        self.to_zero_after = value(settings, "scale_to_zero_after")
 
     def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
         """(stable, panic) averages of the metric, totals across replicas, and a note on them."""
         raise NotImplementedError
 
+    def rates(self, snapshot: Snapshot) -> tuple[float | None, float | None]:
+        """Requests per second behind the (stable, panic) averages: how many samples they are of."""
+        return snapshot.stable_rps, snapshot.panic_rps
+
     def initial_state(self) -> PanicState:
         return PanicState()
+
+    def _sigma(self, level: float, rate: float | None, seconds: float) -> float:
+        """The standard deviation of chance in a window's average of `level` over `seconds`."""
+        n = (rate or 0.0) * seconds
+        return level * math.sqrt(self.noise / n) if n >= 1.0 else 0.0
+
+    def _measured_sigma(self, history: tuple[tuple[float, float], ...]) -> float | None:
+        """Chance in one panic average, from the changes between successive ones (None: too few).
+
+        Two averages `d` seconds apart differ by chance with a variance of 2 sigma^2 d / window
+        (they share the rest); the median absolute deviation of the changes ignores a trend (every
+        change alike) and the few large ones of a real burst.
+        """
+        if len(history) < MIN_NOISE_SAMPLES:
+            return None
+        changes = [(v1 - v0) / math.sqrt(min(t1 - t0, self.panic_window))
+                   for (t0, v0), (t1, v1) in zip(history, history[1:]) if t1 > t0]
+        if len(changes) < MIN_NOISE_SAMPLES - 1:
+            return None
+        middle = statistics.median(changes)
+        mad = statistics.median(abs(c - middle) for c in changes)
+        return 1.4826 * mad * math.sqrt(self.panic_window / 2)
 
     def decide(self, snapshot: Snapshot, state: PanicState) -> tuple[Decision, PanicState]:
         now, current = snapshot.now, snapshot.replicas
         stable, panic, note = self.values(snapshot)
-        if stable is None:
+        held = snapshot.held
+        if (self.min_replicas == 0 and current > 0 and held == 0 and not (panic or 0.0) > EPS
+                and snapshot.idle_s >= self.to_zero_after - EPS):
+            return (Decision(0, f"0 replicas: nothing in flight or arriving for {snapshot.idle_s:.0f} s "
+                                f"(scale to zero after {self.to_zero_after:g} s)"), PanicState(p50_ms=state.p50_ms))
+        if stable is None and not held:
             return Decision(current, f"holding at {current}: no {self.metric} data yet"), state
         if panic is None:  # a panic window with no data of its own: the stable one is the best guess
             panic = stable
-        # The trend: the slowest rise from each panic average of the last panic window to this
-        # one. A steady ramp gives the same slope from each; a flapping or noisy input has some
-        # earlier value as high as now, so it gives none. Less than half a window of history is
-        # too short to tell a trend from a wobble.
-        history = tuple((t, v) for t, v in state.history if now - t <= self.panic_window + EPS and t < now)
+        if stable is None:
+            stable = panic
+        assert stable is not None and panic is not None
+        cold_start = self.cold_start if snapshot.cold_start_s is None else snapshot.cold_start_s
+        lead = self.lead if self.lead_setting is not None else cold_start + self.interval + self.panic_window / 2
+        stable_rate, panic_rate = self.rates(snapshot)
+        # Chance: measured from how the panic averages of the last stable window wobble, once there
+        # are enough of them; until then what Poisson arrivals alone would give.
+        kept = tuple((t, v) for t, v in state.history if now - t <= self.noise_window + EPS and t < now)
+        measured = self._measured_sigma(kept)
+        sigma = self.sigmas * (self._sigma(panic, panic_rate, self.panic_window) if measured is None else measured)
+        # The trend: the slowest rise from each panic average of the last trend window to this one,
+        # less what chance explains. A steady ramp gives the same slope from each; a flapping or
+        # noisy input, or a step seen through the window, has some earlier value as high as now.
+        # Less than half a trend window of history is too short, and only full panic windows count:
+        # after a (re)start, clients reconnecting fill the first window and would read as a rise.
+        history = tuple((t, v) for t, v in kept if now - t <= self.trend_window + EPS)
         rise = 0.0
-        if history and now - history[0][0] >= self.panic_window / 2 - EPS:
-            rise = max(0.0, min((panic - v) / (now - t) for t, v in history))
-        history += ((now, panic),)
-        expected = panic + rise * self.lead
+        if history and now - history[0][0] >= self.trend_window / 2 - EPS:
+            # Two averages d seconds apart differ by chance with sigma * sqrt(2 d / window) at most.
+            rise = max(0.0, min((panic - v - sigma * math.sqrt(2 * min(now - t, self.panic_window) / self.panic_window))
+                                / (now - t) for t, v in history if now - t >= self.panic_window / 2 - EPS))
+        if snapshot.stable_coverage_s >= self.panic_window - EPS:
+            kept += ((now, panic),)
+        expected = panic + rise * lead
 
         ready = max(1, snapshot.ready_replicas)
         most = math.ceil(self.max_up * ready)
         least = math.floor(ready / self.max_down)
-        want_stable = math.ceil(stable / self.target - EPS)
-        want_panic = math.ceil(expected / self.target - EPS)
-        desired_stable = min(max(want_stable, least), most)
-        desired_panic = min(max(want_panic, least), most)
+        want = math.ceil(expected / self.target - EPS)           # the best guess
+        surely = math.ceil((expected - sigma) / self.target - EPS)  # what the load surely wants
+        maybe = math.ceil((expected + sigma) / self.target - EPS)  # what it may want
+        held_since = (state.held_since if state.held_since is not None else now) if held else None
+        backlog = state.backlog_until is not None and now < state.backlog_until - EPS
+        # The median latency as served, not as waited for: only from windows free of held requests.
+        p50 = state.p50_ms if held or backlog or snapshot.p50_ms is None else snapshot.p50_ms
+        if p50 is None and (held or backlog):
+            backlog = False  # nothing to tell a backlog's rate by: as any load
+        if held and (current == 0 or p50 is None or held_since is None or now - held_since < EPS):
+            # At zero, held requests are the load now (the windows lag): ask for them all at once.
+            need = math.ceil(max(float(held), expected) / self.target - EPS)
+            want, surely, maybe = max(want, need, 1), max(surely, need, 1), max(maybe, need, 1)
+        elif held or (backlog and snapshot.ready_replicas > 0):
+            # Requests held through a cold start pile up: a backlog the new replicas drain in
+            # seconds, not a concurrency to provision for. Until the panic window is clear of them
+            # the load is their arrival rate times the last median latency (Little's law).
+            rate = held / (now - held_since) if held and held_since is not None else state.held_rate
+            need = math.ceil(rate * (p50 or 0.0) / 1000.0 / self.target - EPS)
+            want = surely = maybe = max(need, current if held else need, 1)
+        held_rate = state.held_rate
+        if held and held_since is not None and now > held_since:
+            held_rate = held / (now - held_since)
+        backlog_until = now + 2 * self.panic_window if held else state.backlog_until
 
         over = math.ceil(panic / self.target - EPS) / ready >= self.panic_threshold
-        panic_since, max_panic = state.panic_since, state.max_panic
+        panic_since = state.panic_since
         if over:
-            if panic_since is None:
-                # Knative starts the hold at the capacity it panicked with; replicas already
-                # asked for and still starting count too, or a panic could cancel their cold start.
-                max_panic = max(ready, current)
             panic_since = now
         elif panic_since is not None and now - panic_since >= self.panic_hold:
-            panic_since, max_panic = None, 0
+            panic_since = None
+        recent = tuple((t, n) for t, n in state.recent if now - t < self.down_delay - EPS)
+        if backlog_until is None or now >= backlog_until - EPS:
+            recent += ((now, maybe),)
 
-        reason = f"{stable:.1f} {self.metric}{note} over {self.stable_window:g} s wants {want_stable}, {panic:.1f}"
+        reason = f"{panic:.1f} {self.metric}{note} over {self.panic_window:g} s"
         if rise > 0:
-            reason += f" rising {rise:.1f}/s (so {expected:.1f} in {self.lead:g} s)"
-        reason += (f" over {self.panic_window:g} s wants {want_panic} (target {self.target:g} per replica, "
-                   f"{ready} ready)")
-        if panic_since is not None:
-            max_panic = max(max_panic, desired_panic, desired_stable, current)
-            desired = max_panic
-            reason += f"; in panic (last burst at {panic_since:.0f} s): holding the most wanted, {max_panic}"
+            reason += f" rising {rise:.1f}/s (so {expected:.1f} in {lead:g} s)"
+        reason += f" wants {want}"
+        if sigma > 0:
+            reason += f" ({surely}..{maybe} within {self.sigmas:g} sigma of chance)"
+        reason += f" (target {self.target:g} per replica, {ready} ready)"
+        if held:
+            reason += f"; {held} held"
+        more_since = (state.more_since if state.more_since is not None else now) if maybe > current else None
+        persistent = want > current and more_since is not None and now - more_since >= self.persist - EPS
+        if surely > current or persistent or (held and current == 0):
+            desired = max(want, surely)
+            if desired > most and current > 0:
+                desired = most
+                reason += f"; limited to {most} by the scale-up rate {self.max_up:g}"
         else:
-            desired = max(desired_stable, desired_panic)
-        if max(want_stable, want_panic) > most:
-            reason += f"; limited to {most} by the scale-up rate {self.max_up:g}"
-        elif desired == least > max(want_stable, want_panic):
-            reason += f"; limited to {least} by the scale-down rate {self.max_down:g}"
-        starting = state.last_up is not None and now - state.last_up < self.cold_start
-        if desired < current and snapshot.ready_replicas < current and starting:
+            # Down only to the most the load wanted over the scale-down delay, unless nothing at
+            # all has arrived for a panic window: that is no chance.
+            desired = min(current, max((n for _, n in recent), default=current))
+            if snapshot.idle_s >= self.panic_window - EPS and not held:
+                desired = min(current, want)
+            if desired < current:
+                if desired < least:
+                    desired = least
+                    reason += f"; limited to {least} by the scale-down rate {self.max_down:g}"
+            elif want < current:
+                reason += f"; it may have wanted {desired} within the last {self.down_delay:g} s"
+            elif want != current:
+                reason += "; within chance: holding"
+        starting = state.last_up is not None and now - state.last_up < cold_start
+        if desired < current and panic_since is not None:
+            reason += f"; in panic (last burst at {panic_since:.0f} s): not scaling down"
+            desired = current
+        elif desired < current and snapshot.ready_replicas < current and starting:
             # Cancelling a start a decision after asking for it is churn, and the load that asked
             # is often back by the time it would have served. Only for a cold start's length: a
             # replica that never gets ready must not block scale-down for ever.
@@ -134,8 +236,11 @@ class WindowedTargetPolicy:
             reason += (f"; not scaling down from {current}: only {snapshot.stable_coverage_s:.0f} s "
                        f"of the {self.stable_window:g} s stable window measured")
             desired = current
+        if desired < 1 <= current or (desired < 1 and self.min_replicas > 0):
+            desired = 1  # zero is only the scale-to-zero rule's answer
         return (Decision(desired, f"{desired} replicas: {reason}"),
-                PanicState(panic_since, max_panic, history, now if desired > current else state.last_up))
+                PanicState(panic_since, 0, kept, now if desired > current else state.last_up, recent,
+                           None if desired > current else more_since, backlog_until, held_since, held_rate, p50))
 
 
 class ConcurrencyPolicy(WindowedTargetPolicy):
@@ -143,6 +248,8 @@ class ConcurrencyPolicy(WindowedTargetPolicy):
 
     name = "concurrency"
     metric = "in flight"
+
+    noise = 2.0
 
     def values(self, snapshot: Snapshot) -> tuple[float | None, float | None, str]:
         stable, note = snapshot.stable_inflight, ""

@@ -1,6 +1,6 @@
 """Load traces for the simulator: a rate (requests per second) as a function of time.
 
-The five bundled ones are the issue's; a user's is a CSV of `time_s,rps` rows, linearly
+The bundled ones are the issues' (5 and 11, 8 for `bursty`); a user's is a CSV of `time_s,rps` rows, linearly
 interpolated between rows (two rows at nearly the same time make a step) and held after the last.
 """
 
@@ -28,7 +28,20 @@ def bundled(duration_s: float = 600.0) -> dict[str, Trace]:
         "ramp": Trace("ramp", duration_s, lambda t: 1000.0 * min(t / duration_s, 1.0)),
         "sine": Trace("sine", duration_s, lambda t: 550.0 + 450.0 * math.sin(2 * math.pi * t / 300.0)),
         "sawtooth": Trace("sawtooth", duration_s, lambda t: 100.0 + 900.0 * (t % 60.0) / 60.0),
+        # Constant load: with --noise, what a policy does when nothing changes but chance.
+        "steady": Trace("steady", duration_s, lambda t: 500.0),
+        # Serverless traffic: a 30 s burst every 7 minutes (60-90 s, 480-510 s, ...), nothing between,
+        # so with min_replicas 0 the service idles to zero (after the default 300 s) and cold-starts.
+        "bursty": Trace("bursty", duration_s, _bursty),
     }
+
+
+BURST_EVERY_S, BURST_S, BURST_RPS = 420.0, 30.0, (600.0, 900.0, 300.0, 1000.0)
+
+
+def _bursty(t: float) -> float:
+    n, at = divmod(t - 60.0, BURST_EVERY_S)
+    return BURST_RPS[int(n) % len(BURST_RPS)] if t >= 60.0 and at < BURST_S else 0.0
 
 
 def from_csv(path: str) -> Trace:

@@ -37,8 +37,8 @@ CASES = [
     ("rps", "step up", [snap(100, 2, rps=130.0, panic_rps=120.0)], [3]),
     ("rps", "burst panics", [snap(100, 2, rps=110.0, panic_rps=300.0)], [6]),
     ("rps", "step down (rate limited)", [snap(100, 8, rps=50.0)], [4]),
-    ("rps", "flapping burst holds", [snap(100 + 2 * i, 2, rps=100.0, panic_rps=300.0 if i % 2 == 0 else 20.0)
-                                     for i in range(4)], [6, 6, 6, 6]),
+    ("rps", "flapping burst holds", [snap(100 + 2 * i, 2 if i == 0 else 6, rps=100.0,
+                                          panic_rps=300.0 if i % 2 == 0 else 20.0) for i in range(4)], [6, 6, 6, 6]),
     ("rps", "missing data holds", [snap(100, 3)], [3]),
     ("rps", "restart: no scale-down on a short window", [snap(10, 8, rps=50.0, coverage=10.0)], [8]),
     # --- latency ----------------------------------------------------------------------------
