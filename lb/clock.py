@@ -47,3 +47,37 @@ class FakeClock(Clock):
                 future.set_result(None)
         for _ in range(10):  # let woken tasks reach their next await
             await asyncio.sleep(0)
+
+
+
+class Waker:
+    """A sleep on a clock that other code can cut short (`wake()`); one sleeper at a time.
+
+    It cancels the sleeping task rather than racing a second one, so a sleep costs no extra task
+    and starts at once (the fake clock sees it where it saw a plain sleep).
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+        self._pending = False
+
+    def wake(self) -> None:
+        self._pending = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    async def sleep(self, clock: Clock, seconds: float) -> bool:
+        """Sleep `seconds`, or less when woken (before or during). True when woken."""
+        if not self._pending:
+            task = self._task = asyncio.current_task()
+            try:
+                await clock.sleep(seconds)
+            except asyncio.CancelledError:
+                # Ours (wake) unless someone else cancelled too: then it goes on up.
+                if self._task is not None or not self._pending or task is None or task.uncancel() > 0:
+                    raise
+            finally:
+                self._task = None
+        woken, self._pending = self._pending, False
+        return woken

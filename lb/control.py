@@ -8,25 +8,35 @@ changes. Engine trouble never reaches the data path: the loop logs, counts, back
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from lb.clock import Clock
+from lb.clock import Clock, Waker
 from lb.config import Config
 from lb.orchestrators.base import Orchestrator, OrchestratorError
 from lb.orchestrators.outage import Outage, bounded
 from policies import Policy, Snapshot, make
+from policies.settings import BY_NAME as SETTINGS_BY_NAME
 from policies.windows import SlidingWindows
+
+if TYPE_CHECKING:
+    from lb.routing.hold import HoldQueue
 
 log = logging.getLogger("lb.control")
 T = TypeVar("T")
 
 #: Longest pause between attempts while the engine keeps failing.
 MAX_BACKOFF_S = 30.0
+#: After the first held request wakes the loop: how long it lets a burst arrive before deciding,
+#: so a burst of N at zero asks for ceil(N / target) at once rather than 1 and then more.
+COALESCE_S = 0.05
+#: Measured cold starts averaged into Snapshot.cold_start_s.
+COLD_STARTS_KEPT = 5
 
 
 @dataclass
@@ -98,10 +108,39 @@ class ControlLoop:
         if registry is not None:
             registry.register(ControlCollector(lambda: (self,)))
         self._started_at: float | None = None
+        #: The route's hold queue (requests waiting for a first ready backend), when it has one.
+        self.hold: HoldQueue | None = None
+        #: Open WebSockets (upgraded connections) to this service's backends: never idle while any is.
+        self.open_streams: Callable[[], int] | None = None
+        self._waker = Waker()
+        self._scaled_from_zero_at: float | None = None
+        self.cold_starts_measured: list[float] = []   # scale request -> a task serving, seconds
+
+    @property
+    def cold_start_s(self) -> float | None:
+        """The measured cold start (average of the last few), None until one was measured."""
+        kept = self.cold_starts_measured
+        return round(sum(kept) / len(kept), 3) if kept else None
 
     def status_json(self) -> dict[str, Any]:
-        return {**asdict(self.status), "engine_ok": self.outage.ok, "errors": self.outage.errors_total,
-                "policy_errors": self.policy_errors}
+        out = {**asdict(self.status), "engine_ok": self.outage.ok, "errors": self.outage.errors_total,
+               "policy_errors": self.policy_errors, "measured_cold_start_s": self.cold_start_s}
+        if self.hold is not None:
+            out.update(self.hold.status())
+        return out
+
+    def wake(self) -> None:
+        """Decide now (a request was held at zero ready backends), unless the engine is failing."""
+        if self.outage.ok:
+            self._waker.wake()
+
+    def served(self, now: float) -> None:
+        """The pool has a serving backend again while requests are held: measure the cold start."""
+        if self._scaled_from_zero_at is not None:
+            seconds = now - self._scaled_from_zero_at
+            self._scaled_from_zero_at = None
+            self.cold_starts_measured = [*self.cold_starts_measured, seconds][-COLD_STARTS_KEPT:]
+            log.info("cold start measured", extra={"service": self.name, "seconds": round(seconds, 3)})
 
     async def run(self) -> None:
         """Tick until cancelled. Each tick is bounded; a failing engine only stretches the pauses."""
@@ -109,7 +148,8 @@ class ControlLoop:
             self._started_at = self.clock.now()
         self._sample()
         while True:
-            await self.clock.sleep(self.outage.pause())
+            if await self._waker.sleep(self.clock, self.outage.pause()):
+                await self.clock.sleep(COALESCE_S)
             await self.tick()
 
     def _sample(self) -> float:
@@ -131,7 +171,7 @@ class ControlLoop:
         snapshot = self.snapshot(now, current)
         try:
             decision, state = self.policy.decide(snapshot, self.state)
-            desired, why = self._clamp(decision.replicas, current, now)
+            desired, why = self._clamp(decision.replicas, current, now, snapshot)
             reason = decision.reason + (f"; {why}" if why else "")
             self.state = state
         except Exception as exc:
@@ -147,6 +187,11 @@ class ControlLoop:
             try:
                 await self._call(self.orchestrator.scale(desired))
                 scaled = True
+                if current == 0 or snapshot.ready_replicas == 0:
+                    if desired > 0 and self._scaled_from_zero_at is None:
+                        self._scaled_from_zero_at = now   # a cold start: measured when a task serves
+                elif desired == 0:
+                    self._scaled_from_zero_at = None
             except OrchestratorError as exc:
                 self.outage.failed(exc, action=f"scale to {desired}")
                 self._record(snapshot, current, desired, reason, scaled=False)
@@ -157,21 +202,63 @@ class ControlLoop:
     def snapshot(self, now: float, replicas: int) -> Snapshot:
         p50, p95, p99 = self.pool.latency_quantiles(self.config.stable_window, (0.5, 0.95, 0.99))
         # WindowAverages' fields are named as the Snapshot's (as the simulator builds it too).
+        held = int(getattr(self.pool, "held", 0))
+        idle_s = getattr(self.pool, "idle_s", None)
+        idle = float(idle_s(now)) if idle_s is not None else 0.0
+        if self.open_streams is not None and self.open_streams():
+            idle = 0.0   # a WebSocket is open: the service is in use
         return Snapshot(now=now, replicas=replicas, ready_replicas=self.pool.ready_count(),
-                        p50_ms=p50, p95_ms=p95, p99_ms=p99, **vars(self.windows.averages(now)))
+                        p50_ms=p50, p95_ms=p95, p99_ms=p99, **vars(self.windows.averages(now)),
+                        held=held, idle_s=idle, cold_start_s=self.cold_start_s)
 
-    def _clamp(self, wanted: int, current: int, now: float) -> tuple[int, str]:
-        """Bounds and the start-up rule, whatever the policy said (a user's policy included)."""
+    def _clamp(self, wanted: int, current: int, now: float,
+               snapshot: Snapshot | None = None) -> tuple[int, str]:
+        """Bounds, the start-up rule and the idle rule, whatever the policy said (a user's policy included)."""
         low, high = self.config.min_replicas, self.config.max_replicas
         desired = min(max(int(wanted), low), high)
         why = ""
         if desired != wanted:
             why = f"clamped to {low}..{high}"
         warm = now - (self._started_at or now) >= self.config.stable_window
+        if snapshot is not None:
+            desired, why = self._zero_rules(desired, why, current, warm, snapshot)
         # A balancer that just started knows too little to remove capacity (it may have restarted
         # in the middle of a peak). Bounds still win: above max is always brought down.
         if desired < current and not warm and current <= high:
             desired, why = current, f"holding {current}: less than a stable window of data since start"
+        return desired, why
+
+    def _zero_rules(self, desired: int, why: str, current: int, warm: bool,
+                    snapshot: Snapshot) -> tuple[int, str]:
+        """Held requests need replicas at once; zero only after LB_SCALE_TO_ZERO_AFTER idle seconds."""
+        config = self.config
+        high = config.max_replicas
+        if snapshot.held:
+            # The windows lag a burst that arrived at zero: held requests alone set a floor.
+            floor = 1
+            if config.policy in SETTINGS_BY_NAME["target_inflight"].used_by:
+                floor = math.ceil(snapshot.held / config.target_inflight - 1e-9)
+            floor = min(floor, high)
+            if desired < floor:
+                desired, why = floor, f"{snapshot.held} requests held: at least {floor}"
+            return desired, why
+        if config.min_replicas > 0:
+            return desired, why
+        if current == 0:
+            # At zero every request is held: only held requests bring the service back up (the
+            # windows still hold the traffic from before it went idle).
+            if desired > 0:
+                desired, why = 0, "at zero: no request waiting"
+            return desired, why
+        idle = snapshot.idle_s >= config.scale_to_zero_after
+        if idle and warm:
+            # The idle rule, whatever the policy wants: no request in flight, held, arrived or open.
+            return 0, (f"idle {snapshot.idle_s:.0f} s >= LB_SCALE_TO_ZERO_AFTER "
+                       f"{config.scale_to_zero_after:g} s: scaling to zero")
+        if desired == 0:
+            desired = 1
+            why = (f"not zero: idle {snapshot.idle_s:.0f} s of {config.scale_to_zero_after:g} s" if warm
+                   else "not zero: less than a stable window of data since start")
         return desired, why
 
     async def _call(self, call: Awaitable[T]) -> T:

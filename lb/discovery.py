@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from lb.clock import Clock
+from lb.clock import Clock, Waker
 from lb.config import Config
 from lb.orchestrators.base import BackendInfo, Orchestrator, OrchestratorError
 from lb.orchestrators.outage import Outage, bounded
@@ -32,6 +32,8 @@ log = logging.getLogger("lb.discovery")
 
 #: Longest pause between looks while the engine keeps failing.
 MAX_BACKOFF_S = 10.0
+#: Pause between looks while requests are held for a first ready backend (a cold start).
+URGENT_S = 0.1
 
 
 class _Pool(Protocol):
@@ -53,12 +55,22 @@ class Discovery:
         self.outage = Outage(self.clock, config.discovery_interval, MAX_BACKOFF_S, log, "discovery")
         if registry is not None:
             registry.register(DiscoveryCollector(lambda: (self,)))
+        #: True while requests wait for a first ready backend: look every URGENT_S then.
+        self.urgent: Callable[[], bool] | None = None
+        self._waker = Waker()
+
+    def wake(self) -> None:
+        """Look now (the first request was held), not at the end of the current pause."""
+        self._waker.wake()
 
     async def run(self) -> None:
         """Look, then wait, until cancelled."""
         while True:
             await self.refresh()
-            await self.clock.sleep(self.outage.pause())
+            pause = self.outage.pause()
+            if self.urgent is not None and self.urgent() and self.outage.ok:
+                pause = min(pause, URGENT_S)
+            await self._waker.sleep(self.clock, pause)
 
     async def refresh(self) -> bool:
         """One look. True when it succeeded (whether or not the set changed)."""

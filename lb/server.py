@@ -24,6 +24,7 @@ from lb.discovery import Discovery, DiscoveryCollector, choose_orchestrator, eng
 from lb.orchestrators.base import Catalog, Orchestrator
 from lb.orchestrators.memory import MemoryOrchestrator
 from lb.proxy.protocol import Proxy
+from lb.routing.hold import HoldCollector
 from lb.routing.route import Route
 from lb.routing.table import RouteTable
 from lb.routing.watch import ServiceWatcher
@@ -49,6 +50,7 @@ class Balancer:
         self.registry.register(ControlCollector(lambda: [r.control for r in self.routes if r.control]))
         self.registry.register(DiscoveryCollector(lambda: [r.discovery for r in self.routes if r.discovery]))
         self.registry.register(self.supervisor)
+        self.registry.register(HoldCollector(lambda: [r.pool.hold for r in self.routes if r.pool.hold]))
         #: Extra /status keys and background loops (tests and tools plug in here).
         self.status_extra: dict[str, Callable[[], object]] = {}
         self.background: list[Callable[[], Awaitable[None]]] = []
@@ -120,6 +122,8 @@ class Balancer:
             if old.orchestrator is not route.orchestrator:
                 self._close_later(old)
         self.routes.put(route)
+        if route.control is not None:
+            route.control.open_streams = lambda: self._open_streams(route)
         if self._started:
             self._start_loops(route)
 
@@ -129,8 +133,18 @@ class Balancer:
         if route is not None:
             self._stop_loops(route)
             route.pool.update([])
+            if route.pool.hold is not None:
+                route.pool.hold.give_up("the service's route was removed")
             self._close_later(route)
         return route
+
+    def _open_streams(self, route: Route) -> int:
+        """WebSockets (upgraded connections) open to `route`'s backends: its service is not idle."""
+        if self.proxy is None:
+            return 0
+        pool = route.pool
+        return sum(1 for c in self.proxy.connections
+                   if c.tunnel is not None and pool.get(c.tunnel.backend.address) is c.tunnel.backend)
 
     def _close_later(self, route: Route) -> None:
         if route.orchestrator is not None:
@@ -167,7 +181,7 @@ class Balancer:
         first = self._first()
         data: dict[str, object] = {"draining": self.draining, "backends": first.pool.status()}
         if first.control is not None:
-            data["replicas"] = first.control.status_json()
+            data["replicas"] = first.replicas_status()
         if first.discovery is not None:
             data["discovery"] = first.discovery.status()
         services = [r.status() for r in self.routes]

@@ -9,7 +9,8 @@
 # LB_PUBLISHED_PORT / LB_ADMIN_PUBLISHED_PORT (8080 / 8081) and LB_DOCKER_SOCKET among them.
 # SWARMSCALE_STACK (default swarmscale) names the stack; SWARMSCALE_UP_TIMEOUT bounds the wait.
 # SWARMSCALE_FILE (default deploy/stack.yml) is the stack file; `make demo` uses deploy/demo.yml
-# (with SWARMSCALE_PROBE_PATH=/vote/: up waits until that path serves, `/` by default).
+# (with SWARMSCALE_PROBE_PATH=/vote/: up waits until that path serves, `/` by default; with web at
+# zero replicas, LB_MIN_REPLICAS=0, only until the balancer's /healthz answers: no cold start).
 # A re-deploy keeps each service's current replicas: <NAME>_REPLICAS (WEB_REPLICAS, VOTE_REPLICAS, ...)
 # is read from the running service before `docker stack deploy` (the file's value otherwise).
 # SWARMSCALE_TAG (default dev) tags the images, so two checkouts can share one engine.
@@ -128,7 +129,11 @@ up() {
         say "docker stack deploy failed"
         return 1
     fi
-    until http_ok "$ADMIN_PORT" /healthz && http_ok "$PORT" "$PROBE"; do
+    # At zero replicas (LB_MIN_REPLICAS=0) a request to the service would be a cold start that
+    # keeps it up for a while: the balancer answering /healthz is enough then.
+    local probe_service=1
+    [ "${WEB_REPLICAS:-1}" = 0 ] && [ "$PROBE" = / ] && probe_service=0
+    until http_ok "$ADMIN_PORT" /healthz && { [ "$probe_service" = 0 ] || http_ok "$PORT" "$PROBE"; }; do
         if [ $((SECONDS - start)) -ge "$UP_TIMEOUT" ]; then
             explain_failure
             return 1

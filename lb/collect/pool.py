@@ -12,10 +12,14 @@ import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lb.clock import Clock
 from lb.collect.backend import ACTIVE, DRAINING, EJECTED, SLOW_START, Backend
 from lb.collect.latency import RollingHistogram
+
+if TYPE_CHECKING:
+    from lb.routing.hold import HoldQueue
 
 _MIN_WEIGHT = 0.05
 _MAX_EJECT_DOUBLINGS = 6     # the longest ejection is eject_base * 64
@@ -83,6 +87,9 @@ class Pool:
         self.active_retries = 0
         self.retired_requests: dict[int, int] = {}    # status -> count of removed backends: totals never drop
         self.unrouted_requests: dict[int, int] = {}   # status -> count, answered without a backend
+        self.active_at = self.clock.now()     # when the last request ended or was answered (idle since)
+        self.held = 0                         # requests waiting for a first serving backend (also in `inflight`)
+        self.hold: HoldQueue | None = None    # its lb.routing.hold.HoldQueue: it stays with the pool
 
     # --- membership ----------------------------------------------------------------------------
     def update(self, addresses: Iterable[str]) -> None:
@@ -209,6 +216,7 @@ class Pool:
         self.changed_at = now
         self.inflight -= 1
         backend.inflight -= 1
+        self.active_at = now
         self.requests_total += 1
         requests = backend.requests
         requests[status] = requests.get(status, 0) + 1
@@ -256,8 +264,26 @@ class Pool:
 
     def unrouted(self, status: int) -> None:
         """A request answered by the proxy alone (no backend left to try): still a request."""
+        self.active_at = self.clock.now()   # it arrived: the service is not idle
         self.requests_total += 1
         self.unrouted_requests[status] = self.unrouted_requests.get(status, 0) + 1
+
+    def hold_begin(self) -> None:
+        """A request is held (no serving backend): it counts as in flight for the control loop."""
+        self._integrate(self.clock.now())
+        self.inflight += 1
+        self.held += 1
+
+    def hold_end(self) -> None:
+        """A held request was released (it begins an attempt next), failed, or its client left."""
+        now = self.active_at = self.clock.now()
+        self._integrate(now)
+        self.inflight -= 1
+        self.held -= 1
+
+    def idle_s(self, now: float) -> float:
+        """Seconds since a request was last in flight (held ones included) or arrived."""
+        return 0.0 if self.inflight else max(0.0, now - self.active_at)
 
     def try_retry(self) -> bool:
         """Envoy's retry budget: retries in progress stay under budget x requests in flight."""

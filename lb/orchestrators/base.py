@@ -45,6 +45,11 @@ class Orchestrator(abc.ABC):
     async def running_backends(self) -> list[BackendInfo]:
         """Replicas that are running (and healthy) and should get traffic now."""
 
+    def start_error(self, since_wall: float) -> str | None:
+        """Why the service's tasks fail to start, as the last look at them saw it: a task that failed
+        or was rejected at or after `since_wall` (Unix time), or one pending with an error. None if none."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Release what the orchestrator holds (clients, threads)."""
 

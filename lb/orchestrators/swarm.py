@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import logging
 import re
 import socket
@@ -181,6 +182,7 @@ class SwarmOrchestrator(_Engine, Orchestrator):
         self._service_id: str | None = None
         self.service_name: str | None = None   # the full name, once resolved
         self.update_conflicts = 0              # "update out of sequence" answers, retried
+        self._task_errors: list[tuple[float, str]] = []   # (Unix time, error) as of the last look
 
     # --- resolving the service -----------------------------------------------------------------
 
@@ -265,7 +267,9 @@ class SwarmOrchestrator(_Engine, Orchestrator):
 
     def _backends_sync(self) -> list[BackendInfo]:
         service = self._service_sync()
-        tasks = self._api().tasks(filters={"service": service["ID"], "desired-state": "running"})
+        # Every task, not only those desired running: a rejected one is desired "ready" or "shutdown".
+        tasks = self._api().tasks(filters={"service": service["ID"]})
+        self._task_errors = _task_errors(tasks)
         port = self.config.backend_port
         network = None
         backends = []
@@ -286,6 +290,12 @@ class SwarmOrchestrator(_Engine, Orchestrator):
                         break
         backends.sort(key=lambda b: b.address)
         return backends
+
+    def start_error(self, since_wall: float) -> str | None:
+        for at, error in self._task_errors:
+            if at >= since_wall:
+                return error
+        return None
 
     def _pick_network(self, attachments: list[dict[str, Any]]) -> str:
         """The network whose addresses the balancer can reach: LB_NETWORK, else the one it shares."""
@@ -309,6 +319,33 @@ class SwarmOrchestrator(_Engine, Orchestrator):
             raise OrchestratorError(f"{self.service_name} is on several networks ({', '.join(_names(shared))}): "
                                     "set LB_NETWORK to the one to reach it on")
         return shared[0]["Network"]["ID"]
+
+
+_FAILED = ("failed", "rejected")
+
+
+def _task_errors(tasks: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """(Unix time, error) of tasks that failed or were rejected, newest first; a task pending with an
+    error (it cannot be scheduled) counts as failing now, whenever it began."""
+    out = []
+    for task in tasks:
+        status = task.get("Status") or {}
+        state, error = status.get("State"), status.get("Err") or ""
+        if state in _FAILED or (state == "pending" and error and task.get("DesiredState") == "running"):
+            at = float("inf") if state == "pending" else _unix(status.get("Timestamp", ""))
+            out.append((at, f"task {state}: {error or status.get('Message') or 'no reason given'}"))
+    out.sort(key=lambda e: e[0], reverse=True)
+    return out
+
+
+def _unix(stamp: str) -> float:
+    """An engine timestamp (RFC 3339 with nanoseconds) as Unix time; 0 when unreadable."""
+    try:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        base = datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
+        return base.timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
+    except ValueError:
+        return 0.0
 
 
 def _check_mode(service: dict[str, Any]) -> None:

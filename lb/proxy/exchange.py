@@ -112,6 +112,9 @@ class Exchange:
         pool = route.pool
         backend = pool.pick(self.tried)
         if backend is None:
+            # No serving backend (zero replicas, or all draining): wait in the route's hold queue.
+            if not self.tried and pool.hold is not None and pool.hold.hold(self):
+                return
             self._unrouted(502 if self.tried else 503)
             return
         self.backend = backend
@@ -355,6 +358,10 @@ class Exchange:
         self._end(status, failed=False)   # holds no backend here: this only gives back a retry slot
         self.route.pool.unrouted(status)
         self.respond_error(status)
+
+    def unhold(self, status: int) -> None:
+        """A held request answered by the balancer alone: its start failed (503) or it waited too long (504)."""
+        self._unrouted(status)
 
     def _not_found(self) -> None:
         """No route matches: 404, with a one-line body naming the host and path."""

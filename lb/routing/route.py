@@ -19,6 +19,7 @@ from lb.config import Config
 from lb.control import ControlLoop
 from lb.discovery import Discovery
 from lb.orchestrators.base import Orchestrator
+from lb.routing.hold import HoldQueue
 from lb.routing.rules import MATCH_ALL, Rule
 
 
@@ -36,6 +37,9 @@ class Route:
         self.config = config          # this route's settings: the balancer's, overridden by labels
         self.clock = clock
         self.pool = pool or new_pool(config, clock)
+        # The hold queue stays with the pool: a route re-made over the same pool keeps its held requests.
+        self.hold = self.pool.hold or HoldQueue(name, self.pool, clock, max_held=config.hold_max,
+                                                timeout=config.hold_timeout, probe_timeout=config.connect_timeout)
         self.orchestrator: Orchestrator | None = None
         self.discovery: Discovery | None = None
         self.control: ControlLoop | None = None
@@ -49,6 +53,19 @@ class Route:
             if discover else None
         self.control = ControlLoop(self.config, self.pool, orchestrator, self.clock, name=self.name) \
             if scale else None
+        # Hold requests at no serving backend when one can come: discovered tasks, or static backends.
+        hold = self.hold
+        self.pool.hold = hold if discover or self.pool.backends else None
+        hold.on_first = []
+        hold.start_error = orchestrator.start_error if discover else None
+        hold.on_serving = None
+        if self.control is not None:
+            self.control.hold = hold
+            hold.on_first.append(self.control.wake)
+            hold.on_serving = self.control.served
+        if self.discovery is not None:
+            self.discovery.urgent = lambda: hold.held > 0
+            hold.on_first.append(self.discovery.wake)
 
     def loops(self) -> dict[str, Any]:
         """Background loops to run for this route, by task name."""
@@ -57,10 +74,18 @@ class Route:
             out[f"discovery:{self.name}"] = self.discovery.run
         if self.control is not None:
             out[f"control:{self.name}"] = self.control.run
+        if self.pool.hold is not None:
+            out[f"hold:{self.name}"] = self.pool.hold.run
         return out
+
+    def replicas_status(self) -> dict[str, Any]:
+        """/status `replicas`: the control loop's figures and the hold queue's (held, cold starts)."""
+        if self.control is not None:
+            return self.control.status_json()
+        return self.hold.status() if self.pool.hold is not None else {}
 
     def status(self) -> dict[str, Any]:
         """One entry of /status `services`."""
         return {"name": self.name, "rule": self.rule.text, "priority": self.priority,
-                "replicas": self.control.status_json() if self.control is not None else {},
+                "replicas": self.replicas_status(),
                 "backends": self.pool.status(), "error": self.error}
