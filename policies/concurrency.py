@@ -157,7 +157,8 @@ class WindowedTargetPolicy:
             panic = stable
         if stable is None:
             stable = panic
-        assert stable is not None and panic is not None
+        if stable is None or panic is None:  # held requests and no window yet (a start at zero)
+            stable = panic = 0.0
         cold_start = self.cold_start if snapshot.cold_start_s is None else snapshot.cold_start_s
         lead = self.lead if self.lead_setting is not None else cold_start + self.interval + self.panic_window / 2
         stable_rate, panic_rate = self.rates(snapshot)
