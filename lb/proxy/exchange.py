@@ -55,7 +55,7 @@ class Exchange:
     unmatched: tuple[str, str] | None = None   # (host, path) of a request no route matched
     stall_kind = 0                   # STALL_* seen by the last sweep, since stall_from
     stall_from = 0.0
-    stall_size = 0                   # a write buffer's size at the last sweep: smaller means progress
+    stall_size = 0                   # at the last sweep: a write buffer's size (smaller: progress) or a byte count
 
     def __init__(self, client: ClientConnection, method: bytes, req: RequestHead, keep_alive: bool,
                  http11: bool) -> None:
@@ -240,7 +240,7 @@ class Exchange:
         if self.method == b"HEAD" and conn is not None:
             # llhttp would wait for the body Content-Length announces: the message ends here,
             # once this read is parsed (anything after the head is a broken backend's).
-            conn.ended = True
+            conn.ended = 1
 
     def flush_head(self) -> None:
         out, self.head_out = self.head_out, None
@@ -389,8 +389,8 @@ class Exchange:
                 self.stall_size = size
             elif conn is not None:
                 kind = STALL_READ
-                moved = conn.active
-                conn.active = False
+                moved = conn.body_seen != self.stall_size   # a read relays body: the count moves
+                self.stall_size = conn.body_seen
             else:
                 return
         elif self.req.has_body and not self.request_done:
@@ -404,8 +404,8 @@ class Exchange:
                 return
             else:
                 kind = STALL_BODY
-                moved = client.active
-                client.active = False
+                moved = self.body_bytes != self.stall_size   # a read of the body adds to it
+                self.stall_size = self.body_bytes
         else:
             return
         if moved or kind != self.stall_kind:

@@ -120,7 +120,6 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.last_request: tuple | None = None   # (url, headers, method, http11, RequestHead)
         self.idle_since = proxy.clock.now()
-        self.active = True            # a read arrived since the last sweep (LB_BODY_TIMEOUT)
         # A chunked body's trailer fields are counted against LB_MAX_HEADER_BYTES, never kept.
         self.chunk_head = False       # a chunk-size line with no data since: the last one, then trailers
         self.trailer_raw = 0          # raw bytes of whole reads spent in trailers (bounds a field never ended)
@@ -143,7 +142,6 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
             return
-        self.active = True
         # One pass per read; another only for what follows an Upgrade the proxy dropped (inlined:
         # this runs once per request).
         while not (self.pending_error or self.closing):
@@ -265,10 +263,11 @@ class ClientConnection(asyncio.Protocol):
         self.reading_head = False
         self.head_bytes = 0
         method = parser.get_method()
-        version = parser.get_http_version()
-        http11 = version == "1.1"
-        if not http11 and version != "1.0":
-            raise Rejected(505 if version >= "2" else 400)   # HTTP/2.0 in an HTTP/1 request line; 0.9
+        http11 = parser.get_http_version() == "1.1"
+        if not http11:
+            version = parser.get_http_version()
+            if version != "1.0":
+                raise Rejected(505 if version >= "2" else 400)   # HTTP/2.0 in an HTTP/1 request line; 0.9
         headers = self.headers
         last = self.last_request
         if last is not None and last[0] == self.url and last[1] == headers and last[2] == method and last[3] == http11:

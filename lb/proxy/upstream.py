@@ -38,7 +38,7 @@ class _Extra(Exception):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("backend", "transport", "parser", "exchange", "closed", "got_bytes", "reset_parser",
                  "read_paused", "tunnel", "head_buf", "head_pos", "in_head", "interim", "chunk", "chunk_from",
-                 "last_head", "last_rewrite", "used", "idle_from", "ended", "broken", "body_seen", "active",
+                 "last_head", "last_rewrite", "used", "idle_from", "ended", "broken", "body_seen",
                  "head_max")
 
     def __init__(self, backend: Backend, head_max: int = 65536) -> None:
@@ -66,10 +66,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_rewrite: tuple = ()
         self.used = True              # since the last sweep (see close_stale)
         self.idle_from = 0.0
-        self.ended = False            # the response ended in the read being parsed
+        self.ended: bool | int = False   # the response ended in the read being parsed (1: a HEAD's, at its head)
         self.broken = False           # the backend sent more than it framed: never reuse
-        self.body_seen = 0            # body bytes relayed before the current read
-        self.active = True            # a read arrived since the last sweep (LB_READ_TIMEOUT)
+        self.body_seen = 0            # body bytes relayed before the current read (LB_READ_TIMEOUT's progress)
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -85,7 +84,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        self.active = True
         if self.in_head:
             buf = self.head_buf
             if buf:
@@ -118,7 +116,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         chunk, self.chunk = self.chunk, None
         if self.ended:
-            if self.exchange is exchange and exchange.method != b"HEAD":   # _finish's common case, inlined
+            if self.ended is True and self.exchange is exchange:   # _finish's common case, inlined
                 self.ended = False
                 if chunk is not None and self.chunk_from < len(chunk):
                     exchange.relay(chunk[self.chunk_from:] if self.chunk_from else chunk)
@@ -193,24 +191,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         buf = self.head_buf
         end = buf.find(b"\r\n\r\n", self.head_pos)
-        head = buf[self.head_pos:end]
-        if type(head) is not bytes:
-            head = bytes(head)
+        head = buf[self.head_pos:end]   # a bytearray when the head came in several reads: as good
         self.head_pos = end + 4
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.interim = True       # 100 is the proxy's to send, other 1xx are dropped
             return
-        exchange = self.exchange
-        if exchange is None:
-            raise _Extra()
         if end > self.head_max:       # the whole head, 1xx included
             raise _Extra()
         self.in_head = False
         self.chunk_from = end + 4 - (len(buf) - len(self.chunk))  # type: ignore[arg-type]
         self.head_buf = b""
         self.body_seen = 0
-        exchange.response_head(status, self.parser.should_keep_alive(), head)
+        # No exchange (the response was given up on in this read): the AttributeError stops the parse.
+        self.exchange.response_head(status, self.parser.should_keep_alive(), head)  # type: ignore[union-attr, arg-type]
 
     def on_message_complete(self) -> None:
         if self.interim:              # the final response's head follows the 1xx
@@ -218,7 +212,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.in_head = True
         self.head_pos = 0
-        self.ended = True             # relayed and ended once the read is parsed (see _finish)
+        self.ended = self.ended or True   # relayed and ended once the read is parsed (a HEAD's stays 1)
 
     # --- the pool's side -----------------------------------------------------------------------
     def pause_reading(self) -> None:
