@@ -601,8 +601,7 @@ async def run(user_classes: list[type[User]], opts: RunOptions, stop: asyncio.Ev
 
     if shape is not None:
         shape.reset_time()
-        if hasattr(shape, "runner"):
-            shape.runner = runner
+        shape.runner = runner
         first = shape.tick()
         if first is not None:
             apply(first)
