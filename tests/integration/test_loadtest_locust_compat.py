@@ -643,3 +643,41 @@ async def test_rest_marks_bad_json_and_failed_asserts_as_failures_and_the_task_g
     assert any("ZeroDivisionError" in e for e in errors)
     assert any("Could not parse response as JSON" in e for e in errors)
     assert len(errors) == 3
+
+
+async def test_a_custom_user_that_fires_request_events_is_counted(tmp_path: Path) -> None:
+    # locust's custom-client pattern (examples/custom_xmlrpc_client): a plain User reports its own calls.
+    code, out, err = await loadtest(tmp_path, """
+        import time
+        from loadtest import User, task, constant, events
+
+        seen = []
+
+        @events.request.add_listener
+        def _(name, **kw):
+            seen.append(name)
+
+        @events.quitting.add_listener
+        def _(environment, **kw):
+            print("listener saw", len(seen), "stats saw", environment.stats.total.num_requests)
+
+        class Custom(User):
+            wait_time = constant(0.01)
+
+            @task
+            async def call(self):
+                start = time.perf_counter()
+                self.environment.events.request.fire(
+                    request_type="xmlrpc", name="get_time", response_time=(time.perf_counter() - start) * 1000,
+                    response_length=0, exception=None, context={})
+                if len(seen) >= 5:
+                    self.environment.events.request.fire(request_type="xmlrpc", name="broken", response_time=1,
+                                                         response_length=0, exception=ValueError("x"))
+                    self.environment.runner.quit()
+    """, "-u", "1", "-r", "10", "-t", "5s", "--csv", "run")
+    assert code == 1, err      # the failed call
+    counts = out.split("listener saw ")[1].split()
+    assert counts[0] == counts[3] and int(counts[0]) >= 6
+    with open(tmp_path / "run_stats.csv", newline="") as fh:
+        rows = {r["Name"]: r for r in csv.DictReader(fh)}
+    assert rows["broken"]["Failure Count"] == "1" and int(rows["get_time"]["Request Count"]) >= 5
