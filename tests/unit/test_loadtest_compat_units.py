@@ -170,3 +170,11 @@ def test_locust_conf_accepts_configargparse_forms(tmp_path: Path) -> None:
     conf.write_text("users: 5\nheadless\nspawn-rate 3\ntags = [a, b]\nhost = http://127.0.0.1:1\n# note\n")
     assert _read_config(conf) == [("users", "5"), ("headless", "true"), ("spawn-rate", "3"), ("tags", "a b"),
                                   ("host", "http://127.0.0.1:1")]
+
+
+def test_html_file_name_tags_as_locust() -> None:
+    from loadtest.__main__ import html_filename
+
+    assert html_filename("report_u{u}_r{r}_t{t}.html", 100, 10.0, 60.0) == "report_u100_r10_t60.html"
+    assert html_filename("report_u{u}_r{r}_t{t}.html", 5, 1.0, None) == "report_u5_r1_t{t}.html"
+    assert html_filename("static.html", 5, 1.0, 3.0) == "static.html"
