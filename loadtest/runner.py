@@ -597,6 +597,7 @@ async def run(user_classes: list[type[User]], opts: RunOptions, stop: asyncio.Ev
     latest: dict[str, LbSample | None] = {"lb": None}
     sampler: asyncio.Task[None] | None = None
     if opts.lb_admin:
+        import aiohttp  # noqa: F401  imported now: a first import inside the run would stall the loop-lag watch
         sampler = loop.create_task(_sample_forever(_status_url(opts.lb_admin), latest, opts.tick_interval))
     watch = _LoopWatch(env, opts.loop_lag_limit)
     watch.start()
