@@ -246,6 +246,14 @@ def load_scenario(target: str) -> ModuleType:
     return importlib.import_module(target)
 
 
+def html_filename(template: str, users: int | None, spawn_rate: float | None, run_time: float | None) -> str:
+    """locust's --html tags: {u}, {r}, {t} become users, spawn rate and run time (whole numbers)."""
+    for tag_, value in (("{u}", users), ("{r}", spawn_rate), ("{t}", run_time)):
+        if value is not None:
+            template = template.replace(tag_, str(int(value)))
+    return template
+
+
 def format_summary(result: RunResult) -> str:
     lines = [f"{'Type':<8} {'Name':<40} {'# reqs':>9} {'# fails':>14} | {'Avg':>7} {'Min':>7} {'Max':>7} "
              f"{'Med':>7} | {'req/s':>9} {'p95':>7}"]
@@ -352,6 +360,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         parser.error("-u must be >= 0 and -r > 0")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib: pip install 'swarmscale[plot]'")
+    if args.html_file:
+        args.html_file = html_filename(args.html_file, args.users, args.spawn_rate, args.run_time)
     for target in (args.csv_prefix, args.plot, args.html_file, args.json_file):
         if target:
             Path(target).parent.mkdir(parents=True, exist_ok=True)

@@ -71,13 +71,14 @@ class CaseInsensitiveDict(MutableMapping[str, str]):
 
 
 _NO_HISTORY: list[Response] = []
+_UNSET: Any = object()
 
 
 class Response:
     """What a task sees of one response; mirrors the parts of locust's (requests') response people use."""
 
     __slots__ = ("status_code", "content", "url", "error", "request_meta", "_raw_headers", "_headers",
-                 "_elapsed", "history", "request_method")
+                 "_elapsed", "history", "request_method", "_js")
 
     def __init__(self, url: str) -> None:
         self.status_code = 0
@@ -90,6 +91,7 @@ class Response:
         self._elapsed = 0.0
         self.history: list[Response] = _NO_HISTORY  # replaced by a list of its own on the first redirect
         self.request_method = "GET"
+        self._js: Any = _UNSET
 
     @property
     def headers(self) -> CaseInsensitiveDict:
@@ -134,10 +136,16 @@ class Response:
     @property
     def js(self) -> Any:
         """FastHttpUser's parsed JSON body, None when the body is not JSON."""
+        if self._js is not _UNSET:
+            return self._js
         try:
             return self.json()
         except ValueError:
             return None
+
+    @js.setter
+    def js(self, value: Any) -> None:
+        self._js = value
 
     def raise_for_status(self) -> None:
         if self.error is not None:
@@ -809,6 +817,78 @@ class _CatchResponse:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+class _Rest:
+    """FastHttpUser.rest(): catch_response with JSON parsed into `resp.js` (a body that is not JSON marks the
+    request failed) and any exception inside the block marking it failed instead of ending the task, as
+    locust's. `async with` in an async task, `with` in a plain `def` one."""
+
+    def __init__(self, session: HttpSession, method: str, url: str, kw: dict[str, Any]) -> None:
+        self.session, self.method, self.url, self.kw = session, method, url, kw
+        self.resp: CaughtResponse | None = None
+
+    def _opened(self, resp: CaughtResponse) -> CaughtResponse:
+        js: Any = None
+        if resp.error is not None and not resp.content:
+            resp.failure(str(resp.error))
+        elif resp.text:
+            try:
+                js = resp.json()
+            except ValueError as e:
+                resp.failure(f"Could not parse response as JSON. {resp.text[:250]}, response code "
+                             f"{resp.status_code}, error {e}")
+        resp.js = js
+        self.resp = resp
+        return resp
+
+    def _closed(self, exc: BaseException | None) -> bool:
+        from loadtest.exception import CONTROL_FLOW
+
+        resp = self.resp
+        assert resp is not None
+        handled = False
+        if exc is not None and isinstance(exc, Exception) and not isinstance(exc, CONTROL_FLOW):
+            if isinstance(exc, AssertionError):
+                resp.failure(str(exc.args[0]) if exc.args else f"assert failed at {_where(exc)}")
+            else:
+                resp.failure(f"{type(exc).__name__}: {exc} at {_where(exc)}")
+            handled, exc = True, None
+        _finish_catch(self.session, resp, exc)
+        return handled
+
+    async def __aenter__(self) -> CaughtResponse:
+        kw = {**self.kw, "catch_response": True}
+        return self._opened(cast(CaughtResponse, await self.session._request(self.method, self.url, **kw)))
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        return self._closed(exc)
+
+    def __enter__(self) -> CaughtResponse:
+        kw = {**self.kw, "catch_response": True}
+        return self._opened(cast(CaughtResponse, _blocking(self.session._loop,
+                                                          self.session._request(self.method, self.url, **kw))))
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        done = threading.Event()
+        out: list[bool] = []
+
+        def finish() -> None:
+            try:
+                out.append(self._closed(exc))
+            finally:
+                done.set()
+
+        self.session._loop.call_soon_threadsafe(finish)
+        done.wait()
+        return bool(out and out[0])
+
+
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
 
 
 class _BlockingCatch:

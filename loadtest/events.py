@@ -43,7 +43,13 @@ class EventHook:
         return bool(self._handlers)
 
     def fire(self, *, reverse: bool = False, **kwargs: Any) -> None:
-        handlers = reversed(self._handlers) if reverse else self._handlers
+        self._fire(reversed(self._handlers) if reverse else self._handlers, kwargs)
+
+    def fire_others(self, skip: Callable[..., Any], **kwargs: Any) -> None:
+        """fire() to every listener but `skip` (the client's own requests are already in the stats)."""
+        self._fire([h for h in self._handlers if h != skip], kwargs)
+
+    def _fire(self, handlers: Any, kwargs: dict[str, Any]) -> None:
         for handler in list(handlers):
             try:
                 handler(**kwargs)

@@ -223,7 +223,19 @@ class Environment:
 
     @property
     def _on_request(self) -> Any:
-        return self.events.request.fire if self.events.request else None
+        """What the HTTP client calls per request: None (nothing to do) unless a locustfile listens."""
+        hook = self.events.request
+        others = [h for h in hook._handlers if h != self._record_request]
+        if not others:
+            return None
+        return lambda **kw: hook.fire_others(self._record_request, **kw)
+
+    def _record_request(self, request_type: str = "", name: str = "", response_time: float = 0.0,
+                        response_length: int = 0, exception: Any = None, **_: Any) -> None:
+        """events.request fired by a locustfile's own client (a custom User): into the stats, as locust."""
+        self.stats.log_request(request_type, name, float(response_time or 0.0), int(response_length or 0))
+        if exception is not None:
+            self.stats.log_error(request_type, name, exception)
 
     def _print(self, text: str) -> None:
         if self._errors_out is not None:
@@ -585,9 +597,11 @@ async def run(user_classes: list[type[User]], opts: RunOptions, stop: asyncio.Ev
     latest: dict[str, LbSample | None] = {"lb": None}
     sampler: asyncio.Task[None] | None = None
     if opts.lb_admin:
+        import aiohttp  # noqa: F401  imported now: a first import inside the run would stall the loop-lag watch
         sampler = loop.create_task(_sample_forever(_status_url(opts.lb_admin), latest, opts.tick_interval))
     watch = _LoopWatch(env, opts.loop_lag_limit)
     watch.start()
+    env.events.request.add_listener(env._record_request)
     env.events.test_start.fire(environment=env)
 
     started_wall = time.time()
@@ -601,8 +615,7 @@ async def run(user_classes: list[type[User]], opts: RunOptions, stop: asyncio.Ev
 
     if shape is not None:
         shape.reset_time()
-        if hasattr(shape, "runner"):
-            shape.runner = runner
+        shape.runner = runner
         first = shape.tick()
         if first is not None:
             apply(first)
@@ -681,6 +694,7 @@ async def run(user_classes: list[type[User]], opts: RunOptions, stop: asyncio.Ev
             await asyncio.gather(sampler, return_exceptions=True)
         duration = loop.time() - start
         env.events.test_stop.fire(environment=env)
+        env.events.request.remove_listener(env._record_request)
         await watch.stop()
         if writer:
             writer.close()

@@ -17,9 +17,14 @@ class LoadTestShape:
     """Subclass and implement tick(); get_run_time() is seconds since the run (or reset_time) began."""
 
     abstract = True
+    runner: Any = None  # set by the runner before the first tick, as locust's
+    use_common_options = False
 
     def __init__(self) -> None:
         self._start = time.monotonic()
+
+    def get_current_user_count(self) -> int:
+        return int(self.runner.user_count) if self.runner is not None else 0
 
     def reset_time(self) -> None:
         self._start = time.monotonic()
@@ -51,7 +56,7 @@ class _PureShape(LoadTestShape):
         return self.end
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
+        params = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_") and k != "runner")
         return f"{type(self).__name__}({params})"
 
 

@@ -281,10 +281,10 @@ class RequestStats:
         """An exception a task raised (not a request failure): counted apart, as locust's exceptions, by
         message and traceback. True the first time this one is seen (the caller prints it then)."""
         if isinstance(exc, BaseException):
-            msg = str(exc) or type(exc).__name__
+            # locust's exceptions.csv Message is str(exception); an empty one gets the type's name instead.
+            msg = str(exc) or repr(exc)
             if not tb and exc.__traceback__ is not None:
                 tb = "".join(traceback.format_tb(exc.__traceback__))
-            msg = f"{type(exc).__name__}: {msg}" if not str(exc).startswith(type(exc).__name__) else msg
         else:
             msg = exc
         key = (msg, tb)

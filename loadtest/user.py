@@ -495,8 +495,10 @@ class HttpUser(User):
     def rest(self, method: str, url: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
         """FastHttpUser.rest(): a catch_response request with JSON headers; `resp.js` is the parsed body
         (None when it is not JSON). `async with self.rest("POST", "/x", json={...}) as resp:`."""
+        from loadtest.client import _Rest
+
         headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
-        return self.client._call(method, url, {**kw, "headers": headers, "catch_response": True})
+        return _Rest(self.client, method, url, {**kw, "headers": headers})
 
 
 _NOOP_HOOKS = frozenset({User.on_start, User.on_stop, TaskSet.on_start, TaskSet.on_stop})

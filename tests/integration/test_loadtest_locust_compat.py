@@ -49,6 +49,8 @@ class Site:
             if request.cookies.get("session") != "s3cret":
                 return web.Response(status=401, text="log in first")
             return web.Response(text="hi")
+        if request.path == "/json":
+            return web.json_response({"foo": 1})
         if request.path == "/redirect":
             raise web.HTTPFound("/target")
         if request.path == "/hdr":
@@ -553,9 +555,9 @@ async def test_locust_example_response_validations_with_rest_and_a_request_liste
 
             @task
             async def t(self):
-                async with self.rest("POST", "/authenticate", json={"username": "foo"}) as resp:
-                    if resp.js is not None:
-                        resp.failure("not json here")
+                async with self.rest("POST", "/json", json={"username": "foo"}) as resp:
+                    if resp.js.get("foo") != 1:
+                        resp.failure("wrong answer")
                 await self.client.get("/hello")   # 401: the listener reschedules the task
                 await self.client.get("/never")
                 raise StopUser()
@@ -568,7 +570,7 @@ async def test_locust_example_response_validations_with_rest_and_a_request_liste
                     raise RescheduleTask()
     """, "-H", site.url, "-u", "1", "-r", "20", "-t", "2s")
     assert code == 1  # /hello failed with 401
-    assert site.seen["POST /authenticate"] > 1 and site.seen["GET /hello"] > 1 and "GET /never" not in site.seen
+    assert site.seen["POST /json"] > 1 and site.seen["GET /hello"] > 1 and "GET /never" not in site.seen
 
 
 async def test_a_plain_def_task_still_sleeping_does_not_hold_the_process(site: Site, tmp_path: Path) -> None:
@@ -609,3 +611,73 @@ async def test_rename_request_groups_requests_under_one_name(site: Site, tmp_pat
     """, "-H", site.url, "-u", "1", "-r", "10", "-t", "5s", "--json")
     assert code == 0, err
     assert {(s["name"], s["num_requests"]) for s in json.loads(out)} == {("/blog?id=[id]", 3), ("/ok", 1)}
+
+
+async def test_rest_marks_bad_json_and_failed_asserts_as_failures_and_the_task_goes_on(site: Site,
+                                                                                      tmp_path: Path) -> None:
+    # examples/rest.py's checks, ported by the rule.
+    code, _, err = await loadtest(tmp_path, """
+        from loadtest import FastHttpUser, task, constant, StopUser
+
+        class MyUser(FastHttpUser):
+            wait_time = constant(0)
+
+            @task
+            async def t(self):
+                async with self.rest("POST", "/json", json={"foo": 1}) as resp:
+                    assert resp.js["foo"] == 2, "my custom error message"
+                async with self.rest("POST", "/json", json={"foo": 1}) as resp:
+                    1 / 0
+                async with self.rest("GET", "/ok") as resp:
+                    pass
+                async with self.rest("POST", "/json") as resp:
+                    assert resp.js["foo"] == 1
+                await self.client.get("/after")
+                raise StopUser()
+    """, "-H", site.url, "-u", "1", "-r", "10", "-t", "5s", "--csv", "run")
+    assert code == 1
+    assert site.seen["GET /after"] == 1 and site.seen["POST /json"] == 3
+    with open(tmp_path / "run_failures.csv", newline="") as fh:
+        errors = [r["Error"] for r in csv.DictReader(fh)]
+    assert any("my custom error message" in e for e in errors)
+    assert any("ZeroDivisionError" in e for e in errors)
+    assert any("Could not parse response as JSON" in e for e in errors)
+    assert len(errors) == 3
+
+
+async def test_a_custom_user_that_fires_request_events_is_counted(tmp_path: Path) -> None:
+    # locust's custom-client pattern (examples/custom_xmlrpc_client): a plain User reports its own calls.
+    code, out, err = await loadtest(tmp_path, """
+        import time
+        from loadtest import User, task, constant, events
+
+        seen = []
+
+        @events.request.add_listener
+        def _(name, **kw):
+            seen.append(name)
+
+        @events.quitting.add_listener
+        def _(environment, **kw):
+            print("listener saw", len(seen), "stats saw", environment.stats.total.num_requests)
+
+        class Custom(User):
+            wait_time = constant(0.01)
+
+            @task
+            async def call(self):
+                start = time.perf_counter()
+                self.environment.events.request.fire(
+                    request_type="xmlrpc", name="get_time", response_time=(time.perf_counter() - start) * 1000,
+                    response_length=0, exception=None, context={})
+                if len(seen) >= 5:
+                    self.environment.events.request.fire(request_type="xmlrpc", name="broken", response_time=1,
+                                                         response_length=0, exception=ValueError("x"))
+                    self.environment.runner.quit()
+    """, "-u", "1", "-r", "10", "-t", "5s", "--csv", "run")
+    assert code == 1, err      # the failed call
+    counts = out.split("listener saw ")[1].split()
+    assert counts[0] == counts[3] and int(counts[0]) >= 6
+    with open(tmp_path / "run_stats.csv", newline="") as fh:
+        rows = {r["Name"]: r for r in csv.DictReader(fh)}
+    assert rows["broken"]["Failure Count"] == "1" and int(rows["get_time"]["Request Count"]) >= 5
