@@ -216,3 +216,10 @@ def test_at_zero_held_requests_ask_for_all_they_need_at_once():
     assert decisions[0].replicas == 7 and "64 held" in decisions[0].reason
     decisions, _ = run(policy, [zero(100, 0, held=1, inflight=0.0, ready=0)])
     assert decisions[0].replicas == 1
+
+
+def test_held_requests_right_after_a_start_at_zero_with_no_window_yet():
+    s = Snapshot(now=1, replicas=0, ready_replicas=0, stable_inflight=None, panic_inflight=None,
+                 stable_rps=None, panic_rps=None, held=3)
+    decisions, _ = run(ConcurrencyPolicy({**SETTINGS, "min_replicas": 0}), [s])
+    assert decisions[0].replicas == 1
