@@ -108,6 +108,9 @@ async def main() -> None:
               f"first answer) {min(answered) - running:.3f} s, last answer {late:.3f} s after; "
               f"replicas asked within 10 s: {asked}; back at 0 {back:.0f} s after the burst ended"
               if running and answered else f"round {round_}: {ok}/{len(results)} ok; no task seen running")
+        if running and answered:
+            print(f"  (Unix times: burst {began:.3f}, first task running {running:.3f}, "
+                  f"first answer {min(answered):.3f}, last answer {max(answered):.3f})")
 
 
 if __name__ == "__main__":

@@ -203,10 +203,6 @@ class Config:
                            "Bearer token /status and /metrics require when set (/healthz stays open).")
     admin_timeout: float = env("LB_ADMIN_TIMEOUT", "10", _number(float, 0.1, 3600),
                                "Seconds an admin connection may stay silent or take to send a request head.")
-    hold_max: int = env("LB_HOLD_MAX", "1000", _number(int, 0, 1_000_000),
-                        "Requests held per service while it has no ready backend (cold start); more get 503.")
-    hold_timeout: float = env("LB_HOLD_TIMEOUT", "60", _number(float, 0, 3600, low_open=True),
-                              "Seconds a request is held waiting for a ready backend (then 504).")
 
     # --- deciding: the control loop and its policy -------------------------------------------
     policy: str = env("LB_POLICY", "concurrency", _policy,
@@ -260,6 +256,12 @@ class Config:
 
     log_level: str = env("LB_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
                          "Log level; logs are one JSON object per line on stderr.")
+
+    # --- holding requests through a cold start (lb/routing/hold.py) ---------------------------
+    hold_max: int = env("LB_HOLD_MAX", "1000", _number(int, 0, 1_000_000),
+                        "Requests held per service while it has no ready backend (cold start); more get 503.")
+    hold_timeout: float = env("LB_HOLD_TIMEOUT", "60", _number(float, 0, 3600, low_open=True),
+                              "Seconds a request is held waiting for a ready backend (then 504).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

@@ -181,6 +181,9 @@ class ControlLoop:
             log.exception("policy failed; keeping the current replicas", extra={
                 "service": self.name, "policy": self.config.policy, "replicas": current})
             desired, reason = current, f"policy error ({type(exc).__name__}: {exc}); kept {current}"
+            if snapshot.held:   # held requests still get their replicas, or they would wait to a 504
+                desired, why = self._zero_rules(current, "", current, False, snapshot)
+                reason += f"; {why}" if why else ""
 
         scaled = False
         if desired != current and self.orchestrator.can_scale:
