@@ -4,6 +4,7 @@ A noisy shared machine cannot resolve a few percent with wrk; this measures only
 one keep-alive request and its response (client parse, pick, rewrite, relay, accounting) in process
 time, best of R repetitions of N requests. Compare two checkouts by running it in alternation:
     .venv/bin/python bench/proxy_python_path.py SRC_DIR [N] [R]   # SRC_DIR holds the lb package
+    .venv/bin/python bench/proxy_python_path.py SRC_DIR --opcodes  # Python opcodes per request (exact)
 """
 
 from __future__ import annotations
@@ -42,7 +43,27 @@ class FakeTransport:
         return 0
 
 
-async def main(n: int, repeats: int) -> float:
+def count_opcodes(client: object, upstream: object, n: int = 200) -> tuple[float, float]:
+    """Python opcodes and calls per request, traced: deterministic, unlike any timing here."""
+    counts = [0, 0]
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call":
+            counts[1] += 1
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            counts[0] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    for _ in range(n):
+        client.data_received(REQ)  # type: ignore[attr-defined]
+        upstream.data_received(RESP)  # type: ignore[attr-defined]
+    sys.settrace(None)
+    return counts[0] / n, counts[1] / n
+
+
+async def main(n: int, repeats: int, opcodes: bool = False) -> float:
     from lb.clock import Clock
     from lb.collect.pool import Pool
     from lb.proxy.protocol import Proxy
@@ -61,6 +82,10 @@ async def main(n: int, repeats: int) -> float:
     for _ in range(1000):
         client.data_received(REQ)
         upstream.data_received(RESP)
+    if opcodes:
+        ops, calls = count_opcodes(client, upstream)
+        print(f"{sys.argv[1]}: {ops:.0f} Python opcodes, {calls:.0f} calls per request")
+        return 0.0
     best = float("inf")
     for _ in range(repeats):
         start = time.process_time()
@@ -74,6 +99,9 @@ async def main(n: int, repeats: int) -> float:
 
 if __name__ == "__main__":
     sys.path.insert(0, sys.argv[1])
+    if "--opcodes" in sys.argv:
+        asyncio.run(main(0, 0, opcodes=True))
+        sys.exit(0)
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 15
     us = asyncio.run(main(count, rounds))
