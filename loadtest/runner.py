@@ -558,10 +558,15 @@ class _LoopWatch:
                                  "`await asyncio.sleep()` / the awaited client, or make the task a plain `def` "
                                  "(it then runs in a worker thread)")
 
-    async def stop(self) -> None:
+    async def stop_lag(self) -> None:
+        """The lag watch covers the load itself, not the hooks run around its end."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def stop(self) -> None:
+        await self.stop_lag()
         if self._saved is not None:
             warnings.showwarning = self._saved
 
@@ -687,6 +692,7 @@ async def run(user_classes: list[type[User]], opts: RunOptions, stop: asyncio.Ev
         gone.cancel()
         stop_waiter.cancel()
         quit_waiter.cancel()
+        await watch.stop_lag()
         env.events.test_stopping.fire(environment=env)
         await runner.shutdown()
         if sampler is not None:
