@@ -141,6 +141,17 @@ async def test_one_request_at_zero_is_served_and_counted(balancers):
     assert lb.status()["replicas"]["cold_starts"] == 1
 
 
+async def test_a_service_above_zero_whose_tasks_are_still_starting_holds_too(balancers):
+    service = SlowStartService(replicas=2, start_s=0.6)
+    lb = await start(service)
+    balancers.append(lb)
+    service._starting = asyncio.get_running_loop().create_task(service._start())   # tasks on their way
+    async with aiohttp.ClientSession() as session:
+        status, seconds, _ = await get(session, lb)
+    assert status == 200 and seconds >= 0.4
+    assert service.scale_calls == []          # 2 already asked for: no engine call for the held request
+
+
 async def test_a_failing_start_answers_every_held_request_503_at_once_and_then_backs_off(balancers):
     service = SlowStartService(error="No such image: web:nope")
     lb = await start(service)
