@@ -127,8 +127,8 @@ def parse_labels(labels: Mapping[str, str], base: Config, default_host: str) -> 
 def documented_labels() -> list[tuple[str, str]]:
     """(label, description) for every label: the README's table is checked against it."""
     rows = [(ENABLE, "`true` to be balanced by a balancer whose LB_SERVICE is empty."),
-            (RULE, "Traefik-style rule: Host, Path, PathPrefix with &&, ||, !, parentheses "
-                   "(default: Host(`<service name>`))."),
+            (RULE, "Traefik-style rule: Host, Path, PathPrefix, combined with && (and), a double bar (or), ! (not) "
+                   "and parentheses (default: Host(`<service name>`))."),
             (PORT, "Port the service's tasks listen on (default: LB_BACKEND_PORT)."),
             (PRIORITY, "Integer; the higher wins where rules overlap (default: the rule's length)."),
             (SCALE, "`false` balances the service without scaling it.")]

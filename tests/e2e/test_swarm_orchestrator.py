@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,7 +45,8 @@ class Throwaway:
     def __init__(self, client, web_image: str) -> None:
         self.client = client
         self.web_image = web_image
-        self.prefix = f"sso{uuid.uuid4().hex[:6]}"
+        # SWARMSCALE_E2E_PREFIX: checkouts sharing one engine keep their names apart (ssr*, ssz*).
+        self.prefix = f"{os.environ.get('SWARMSCALE_E2E_PREFIX', 'sso')}{uuid.uuid4().hex[:6]}"
         self.services: list = []
         self.networks: list = []
         self.containers: list = []
