@@ -27,7 +27,7 @@ from lb.proxy.protocol import Proxy
 from lb.routing.hold import HoldCollector
 from lb.routing.route import Route
 from lb.routing.table import RouteTable
-from lb.routing.watch import ServiceWatcher
+from lb.routing.watch import ServiceWatcher, WatchCollector
 from lb.supervise import Supervisor
 
 _SWEEP_S = 0.5   # at most this long between looks for timed-out requests and idle connections
@@ -103,6 +103,7 @@ class Balancer:
             catalog = SwarmCatalog(self.config)
         self.catalog = catalog
         self.watcher = ServiceWatcher(self.config, catalog, self, self.clock)
+        self.registry.register(WatchCollector(self.watcher))
 
     # --- routes --------------------------------------------------------------------------------
     def _pools(self) -> list[tuple[str, Pool]]:

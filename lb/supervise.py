@@ -23,6 +23,11 @@ FIRST_RESTART_S = 0.5
 MAX_RESTART_S = 30.0
 #: A task that ran this long before failing starts again after the first pause, not a longer one.
 HEALTHY_RUN_S = 60.0
+#: How often a stopped task is cancelled again, and for how long at most. On Python 3.11,
+#: asyncio.wait_for can swallow a cancel that lands as its inner call completes (gh-86296): the loop
+#: then goes on as if never stopped, so one cancel() is not enough.
+RECANCEL_S = 0.2
+STOP_TIMEOUT_S = 10.0
 
 
 class Supervisor(Collector):
@@ -32,6 +37,7 @@ class Supervisor(Collector):
         self.clock = clock or Clock()
         self.restarts: dict[str, int] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Run `factory()` as task `name` (a name already running is cancelled first)."""
@@ -43,22 +49,40 @@ class Supervisor(Collector):
         return task
 
     def stop(self, name: str) -> asyncio.Task[None] | None:
+        """Stop task `name` (cancelled until it ends, in the background)."""
         task = self.tasks.pop(name, None)
         if task is not None:
             task.cancel()
+            ender = asyncio.get_running_loop().create_task(self._end([task]))
+            self._stopping.add(ender)
+            ender.add_done_callback(self._stopping.discard)
         return task
 
     async def stop_all(self) -> None:
         tasks = list(self.tasks.values())
         self.tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._end(tasks)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
+
+    async def _end(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Cancel `tasks` until they have all ended (bounded: a task that will not end is logged)."""
+        pending = {t for t in tasks if not t.done()}
+        waited = 0.0
+        while pending and waited < STOP_TIMEOUT_S:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+            waited += RECANCEL_S
+        for task in pending:
+            log.error("background task did not stop", extra={"task": task.get_name()})
 
     async def _run(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         pause = FIRST_RESTART_S
         while True:
             started = self.clock.now()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                return          # stopped while between runs (a cancel that was swallowed)
             try:
                 await factory()
             except asyncio.CancelledError:

@@ -11,7 +11,11 @@ flight finish). An invalid service gets one log line per distinct error and show
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from lb.clock import Clock
 from lb.config import Config
@@ -125,3 +129,18 @@ class ServiceWatcher:
         return {"source": "labels", "ok": self.outage.ok, "errors": self.outage.errors_total,
                 "last_error": self.outage.last_error, "services": sorted(self.specs),
                 "invalid": sorted(self.errors)}
+
+
+class WatchCollector(Collector):
+    """How many labelled services are routed and how many are left out for their labels."""
+
+    def __init__(self, watcher: ServiceWatcher) -> None:
+        self.watcher = watcher
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.watcher
+        yield GaugeMetricFamily("lb_routes", "Labelled services routed now", value=len(w.specs))
+        yield GaugeMetricFamily("lb_routes_invalid", "Labelled services left out for invalid labels",
+                                value=len(w.errors))
+        yield CounterMetricFamily("lb_service_discovery_errors", "Failed looks at the labelled services",
+                                  value=w.outage.errors_total)

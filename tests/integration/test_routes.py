@@ -59,7 +59,7 @@ async def test_routes_by_host_and_path_and_404_names_host_and_path(backend_facto
     lb = await start(catalog)
     try:
         await until(lambda: all(len(r.pool.backends) == 1 for r in lb.routes) and len(lb.routes) == 2)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             assert await get(session, lb, "alpha.test") == (200, "alpha")
             assert await get(session, lb, "ALPHA.test:8080", "/x") == (200, "alpha")
             assert await get(session, lb, "beta.test", "/api/v1") == (200, "beta")
@@ -92,7 +92,7 @@ async def test_changes_apply_without_touching_other_routes(backend_factory):
     lb = await start(catalog)
     try:
         await until(lambda: len(lb.routes) == 2 and all(r.pool.backends for r in lb.routes))
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             # A request in flight on alpha while beta's rule changes, a bad service comes and beta goes.
             slow = asyncio.create_task(get(session, lb, "alpha.test", "/slow"))
             await asyncio.sleep(0.1)
@@ -103,6 +103,8 @@ async def test_changes_apply_without_touching_other_routes(backend_factory):
             assert await get(session, lb, "beta2.test") == (200, "beta")
             assert (await get(session, lb, "beta.test", "/api/x"))[0] == 404
             assert (await get(session, lb, "bad.test"))[0] == 404
+            assert lb.registry.get_sample_value("lb_routes_invalid") == 1
+            assert lb.registry.get_sample_value("lb_routes") == 2
             status_doc = lb.status()
             [bad] = [s for s in status_doc["services"] if s["name"] == "s_bad"]   # type: ignore[union-attr]
             assert bad["error"].startswith("swarmscale.rule=")

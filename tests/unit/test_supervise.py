@@ -36,3 +36,23 @@ async def test_a_failing_task_is_logged_counted_and_restarted(caplog):
     assert registry.get_sample_value("lb_task_restarts_total", {"task": "control:web"}) == 2
     await supervisor.stop_all()
     assert not supervisor.tasks
+
+
+async def test_a_task_that_swallows_a_cancel_is_still_stopped():
+    supervisor = Supervisor()
+    ticks = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if len(ticks) < 3:      # as asyncio.wait_for can on Python 3.11: the cancel is lost
+                    ticks.append(1)
+                    continue
+                raise
+
+    supervisor.start("discovery:web", stubborn)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(supervisor.stop_all(), 5)
+    assert len(ticks) == 3 and not supervisor.tasks
