@@ -51,8 +51,15 @@ class SlowStartService(Orchestrator):
             async def handle(request: web.Request) -> web.Response:
                 await asyncio.sleep(float(request.query.get("sleep", "0")))
                 return web.Response(text="ok")
+            async def websocket(request: web.Request) -> web.WebSocketResponse:
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                async for message in ws:
+                    await ws.send_str(message.data)
+                return ws
             app = web.Application()
             app.router.add_get("/", handle)
+            app.router.add_get("/ws", websocket)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, LOCAL, 0)
@@ -134,6 +141,17 @@ async def test_one_request_at_zero_is_served_and_counted(balancers):
     assert lb.status()["replicas"]["cold_starts"] == 1
 
 
+async def test_a_service_above_zero_whose_tasks_are_still_starting_holds_too(balancers):
+    service = SlowStartService(replicas=2, start_s=0.6)
+    lb = await start(service)
+    balancers.append(lb)
+    service._starting = asyncio.get_running_loop().create_task(service._start())   # tasks on their way
+    async with aiohttp.ClientSession() as session:
+        status, seconds, _ = await get(session, lb)
+    assert status == 200 and seconds >= 0.4
+    assert service.scale_calls == []          # 2 already asked for: no engine call for the held request
+
+
 async def test_a_failing_start_answers_every_held_request_503_at_once_and_then_backs_off(balancers):
     service = SlowStartService(error="No such image: web:nope")
     lb = await start(service)
@@ -211,6 +229,22 @@ async def test_idle_goes_to_zero_but_never_while_a_request_is_open(balancers):
     async with aiohttp.ClientSession() as session:
         status, _, _ = await get(session, lb)
     assert status == 200 and service.scale_calls[-1] == 1
+
+
+async def test_an_open_websocket_keeps_the_service_from_zero(balancers):
+    service = SlowStartService(replicas=1, start_s=0.0)
+    await service._start()
+    lb = await start(service, LB_SCALE_TO_ZERO_AFTER="0.5", LB_SCALE_INTERVAL="0.2", LB_DISCOVERY_INTERVAL="0.2")
+    balancers.append(lb)
+    await until(lambda: lb.pool.ready_count() == 1)
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://{LOCAL}:{lb.proxy_port}/ws") as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive()).data == "hi"
+            await asyncio.sleep(2.5)               # idle time and a stable window pass, the socket open
+            assert service.replicas == 1 and 0 not in service.scale_calls
+            assert lb.status()["replicas"]["last_decision"]["inputs"]["idle_s"] == 0
+    await until(lambda: service.replicas == 0, timeout=5)   # closed: idle, so to zero
 
 
 async def test_metrics_show_held_requests_and_cold_starts(balancers):
