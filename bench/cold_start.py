@@ -98,15 +98,14 @@ async def main() -> None:
         body = status(args.port + 1)["replicas"]
         ok = sum(1 for code, _, _ in results if code == 200)
         late = max(end - running for end in answered) if running and answered else None
-        done = time.time()
         await asyncio.to_thread(wait_zero, api, web, args.zero_timeout)
-        back = time.time() - done
+        back = time.time() - max(end for _, _, end in results)   # from the burst's last answer
         print(f"round {round_}: {ok}/{len(results)} ok; engine start (burst -> first task running) "
               f"{running - began:.2f} s; balancer's measured cold start (scale -> serving) "
               f"{body.get('measured_cold_start_s')} s; held {min(held):.2f}..{max(held):.2f} s "
               f"(last_cold_start_s {body.get('last_cold_start_s')}); release delay (first running -> "
               f"first answer) {min(answered) - running:.3f} s, last answer {late:.3f} s after; "
-              f"replicas asked within 10 s: {asked}; back at 0 {back:.0f} s after the burst ended"
+              f"replicas asked within 10 s: {asked}; back at 0 {back:.0f} s after the last answer"
               if running and answered else f"round {round_}: {ok}/{len(results)} ok; no task seen running")
         if running and answered:
             print(f"  (Unix times: burst {began:.3f}, first task running {running:.3f}, "
