@@ -68,6 +68,13 @@ class Throwaway:
         self.services.append(service)
         return service
 
+    def _leftovers(self) -> list:
+        # sparse: the engine's list alone. A full list inspects each container, and one that is
+        # removed between the list and its inspect raised NotFound here (a race, not a failure).
+        return [c for c in self.client.containers.list(all=True, sparse=True)
+                if _labels(c).get(TEST_LABEL) == "orchestrator"
+                or _labels(c).get("com.docker.swarm.service.name", "").startswith(self.prefix)]
+
     def remove_all(self) -> None:
         for service in self.services:
             try:
@@ -80,12 +87,13 @@ class Throwaway:
             except docker.errors.NotFound:
                 pass
         # A network can go only once the tasks on it are gone.
-        wait_until(lambda: not self.client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=orchestrator"})
-                   and not [c for c in self.client.containers.list(all=True)
-                            if c.labels.get("com.docker.swarm.service.name", "").startswith(self.prefix)],
-                   60, "the test's containers to be removed")
+        wait_until(lambda: not self._leftovers(), 60, "the test's containers to be removed")
         for network in self.networks:
             wait_until(lambda network=network: _try_remove(network), 30, f"network {network.name} to be removed")
+
+
+def _labels(container) -> dict:
+    return container.attrs.get("Labels") or {}
 
 
 def _try_remove(network) -> bool:
