@@ -26,8 +26,7 @@ rc=0
     --host "http://127.0.0.1:${LB_PUBLISHED_PORT:-8080}" --lb-admin "http://127.0.0.1:${LB_ADMIN_PUBLISHED_PORT:-8081}" \
     --headless --csv reports/demo --plot reports/demo.png || rc=$?
 
-echo
-"$PY" -m loadtest.report reports/demo
+# The run prints its own report (the summary above) when it has --lb-admin.
 echo
 echo "Reports: reports/demo_stats.csv reports/demo_stats_history.csv reports/demo_failures.csv reports/demo.png"
 echo "The stack is still running (http://127.0.0.1:8080, admin http://127.0.0.1:8081/status). Take it down with: make swarm-down"
