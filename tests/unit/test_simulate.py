@@ -170,21 +170,18 @@ def test_the_default_policy_meets_the_issues_bars():
 
 
 # The floor of late requests under noise is those whose own service time is over the SLO (about
-# 0.31% with log-normal service times of CV 0.5), the same for every policy. On `sine` the default
-# is within a few requests of hpa's (which holds 1.8x the oracle's replicas): compared as the table
-# shows them, to 0.01 points.
-SLO_RESOLUTION = 0.01
-
-
+# 0.31% with log-normal service times of CV 0.5), the same for every policy: on `sine` the default
+# and hpa differ by a few requests, compared strictly. Seed 4 is where the rise out of the trough
+# was late before change 7 (policies/concurrency.py).
 def test_the_default_policy_meets_the_noisy_bars_of_issue_11():
     """--noise, a 70% target, a seed that is not the default one."""
-    model, traces = Model(noise=True, seed=2), bundled()
+    model, traces = Model(noise=True, seed=4), bundled()
     settings = {**SETTINGS, "target_inflight": 7}
     for t in ("step", "spike", "ramp", "sine", "sawtooth", "steady"):
         rows = {p: simulate(traces[t], p, model, settings) for p in ("concurrency", "step", "hpa", "oracle")}
         mine, oracle = rows["concurrency"], rows["oracle"]
-        assert mine.slo_violation_pct <= rows["step"].slo_violation_pct + SLO_RESOLUTION, t
-        assert mine.slo_violation_pct <= rows["hpa"].slo_violation_pct + SLO_RESOLUTION, t
+        assert mine.slo_violation_pct <= rows["step"].slo_violation_pct, t
+        assert mine.slo_violation_pct <= rows["hpa"].slo_violation_pct, t
         assert mine.replica_seconds <= 1.3 * oracle.replica_seconds, t
         if t in ("step", "spike", "ramp"):
             assert mine.scale_events <= 1.5 * oracle.scale_events + 4, t
