@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# One syntax for every number, scaling settings and the rest alike (plain ASCII, as the range shows it).
+from policies.settings import _FLOAT, _INT, SETTINGS, _plain
 from policies.settings import BY_NAME as SETTINGS_BY_NAME
-from policies.settings import SETTINGS
 
 
 class ConfigError(ValueError):
@@ -62,12 +63,6 @@ def _backends(text: str) -> tuple[HostPort, ...]:
 
 
 # Plain ASCII numbers only: int() and float() also take `1_000` and full-width digits.
-_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
-
-
-def _plain(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _number(kind: Callable[[str], Any], low: float | None = None, high: float | None = None,
