@@ -177,6 +177,12 @@ def stack(engine, images):
     relay = EngineRelay(Path(f"/run/swarmscale-e2e-{STACK}"))
     env = dict(os.environ, **SETTINGS, SWARMSCALE_STACK=STACK, LB_PUBLISHED_PORT=str(PORT),
                LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT), LB_DOCKER_SOCKET=str(relay.path))
+    # A run that was killed (CI stopped, a person's ^C) leaves its stack and bystander behind; the
+    # re-deploy would keep the old replicas and the name would conflict, so start from nothing.
+    for old in engine.services.list(filters={"label": f"{TEST_LABEL}={STACK}"}):
+        with suppress(docker.errors.NotFound):
+            old.remove()
+    swarm_sh("down", env)
     # A service of someone else's in the same Swarm, which the balancer must leave alone.
     bystander = engine.services.create(
         images["web"], name=f"{STACK}-bystander", mode=docker.types.ServiceMode("replicated", 2),

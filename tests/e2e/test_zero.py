@@ -68,6 +68,7 @@ def stack(engine, images):
     env = dict(os.environ, **SETTINGS, SWARMSCALE_STACK=STACK, LB_PUBLISHED_PORT=str(PORT),
                LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT))
     env.pop("WEB_REPLICAS", None)
+    swarm_sh("down", env)   # what a killed run left behind: a re-deploy would keep its replicas
     try:
         swarm_sh("up", env)
         yield engine
