@@ -38,6 +38,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
+def replicas_of(client, name: str) -> int:
+    """The replica count the service's spec asks for (what the balancer set), not what runs."""
+    return client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
+
+
+def swarm_sh(command: str, env: dict[str, str]) -> None:
+    """scripts/swarm.sh, the way a user deploys; its stderr in the failure when it fails."""
+    result = subprocess.run(["bash", str(ROOT / "scripts/swarm.sh"), command], env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/swarm.sh {command} failed:\n{result.stderr[-3000:]}")
+
+
 @pytest.fixture(scope="session")
 def engine():
     """A docker.DockerClient on a Swarm manager; the e2e tests are skipped (with the reason) otherwise."""

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -25,9 +24,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 docker = pytest.importorskip("docker")
-from tests.e2e.conftest import TEST_LABEL, wait_until  # noqa: E402
+from tests.e2e.conftest import TEST_LABEL, replicas_of, swarm_sh, wait_until  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 # Overridable, so two checkouts sharing one engine can each run this file (see PLAN: ssr*/ssz*).
 STACK = os.environ.get("SWARMSCALE_E2E_STACK", "sse2e")
 PORT = int(os.environ.get("SWARMSCALE_E2E_PORT", "18080"))
@@ -117,10 +115,6 @@ class EngineRelay:
             self.path.unlink()
 
 
-def replicas_of(client, name: str) -> int:
-    return client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
-
-
 async def wait_for(predicate, timeout: float, what: str):
     """conftest's bounded poll, on a thread: the engine calls block, the load must not."""
     return await asyncio.to_thread(wait_until, predicate, timeout, what, 0.5)
@@ -162,13 +156,6 @@ async def status() -> dict:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{ADMIN_PORT}/status") as response:
             return await response.json()
-
-
-def swarm_sh(command: str, env: dict[str, str]) -> None:
-    result = subprocess.run(["bash", str(ROOT / "scripts/swarm.sh"), command], env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"scripts/swarm.sh {command} failed:\n{result.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="module")

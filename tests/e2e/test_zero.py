@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import time
 from contextlib import suppress
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -21,26 +19,14 @@ pytestmark = pytest.mark.e2e
 
 docker = pytest.importorskip("docker")
 from lb.orchestrators.swarm import _unix as unix  # noqa: E402
-from tests.e2e.conftest import wait_until  # noqa: E402
+from tests.e2e.conftest import replicas_of, swarm_sh, wait_until  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 STACK = os.environ.get("SWARMSCALE_ZERO_STACK", "ssyz")
 PORT = int(os.environ.get("SWARMSCALE_ZERO_PORT", "28180"))
 ADMIN_PORT = PORT + 1
 SETTINGS = {"LB_MIN_REPLICAS": "0", "LB_SCALE_TO_ZERO_AFTER": "5", "LB_STABLE_WINDOW": "6",
             "LB_PANIC_WINDOW": "2", "LB_SCALE_INTERVAL": "1", "LB_TARGET_INFLIGHT": "8",
             "LB_MAX_REPLICAS": "4", "WEB_LATENCY_MS": "50", "LB_HOLD_TIMEOUT": "60"}
-
-
-def replicas_of(client, name: str) -> int:
-    return client.services.get(name).attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
-
-
-def swarm_sh(command: str, env: dict[str, str]) -> None:
-    result = subprocess.run(["bash", str(ROOT / "scripts/swarm.sh"), command], env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"scripts/swarm.sh {command} failed:\n{result.stderr[-3000:]}")
 
 
 def status() -> dict:
