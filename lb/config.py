@@ -188,6 +188,9 @@ class Config:
                               "before the request is cut (504 when nothing was sent yet).")
     send_timeout: float = env("LB_SEND_TIMEOUT", "60", _timeout,
                               "Seconds a client may go without reading a response before it is cut.")
+    tunnel_timeout: float = env("LB_TUNNEL_TIMEOUT", "3600", _timeout,
+                                "Seconds an upgraded connection (WebSocket) may pass no byte either way before "
+                                "both sides are closed (HAProxy's timeout tunnel).")
     retry_budget: float = env("LB_RETRY_BUDGET", "0.2", _number(float, 0, 1),
                               "Retries of sent requests allowed, as a share of requests (Envoy's budget).")
     eject_after: int = env("LB_EJECT_AFTER", "5", _number(int, 1, 1000),

@@ -200,7 +200,8 @@ class Balancer:
         self.proxy = Proxy(self.routes, self.not_found, clock=self.clock, upstream_timeout=config.upstream_timeout,
                            connect_timeout=config.connect_timeout, max_header_bytes=config.max_header_bytes,
                            idle_timeout=config.idle_timeout, log=self.log, body_timeout=config.body_timeout,
-                           read_timeout=config.read_timeout, send_timeout=config.send_timeout)
+                           read_timeout=config.read_timeout, send_timeout=config.send_timeout,
+                           tunnel_timeout=config.tunnel_timeout)
         try:
             self._server = await loop.create_server(self.proxy.protocol, config.listen.host, config.listen.port,
                                                     reuse_address=True, backlog=1024)
@@ -237,7 +238,8 @@ class Balancer:
         config = self.config
         pause = max(_SWEEP_MIN_S, min(_SWEEP_S, config.upstream_timeout / 10, config.idle_timeout / 10,
                                       config.body_timeout / 10, config.read_timeout / 10,
-                                      config.send_timeout / 10, config.admin_timeout / 10))
+                                      config.send_timeout / 10, config.admin_timeout / 10,
+                                      config.tunnel_timeout / 10))
         while True:
             await self.clock.sleep(pause)
             now = self.clock.now()

@@ -42,7 +42,8 @@ class Proxy:
 
     def __init__(self, routes: RouteTable, not_found: Route, *, clock: Clock, upstream_timeout: float,
                  connect_timeout: float, max_header_bytes: int, idle_timeout: float, log: logging.Logger,
-                 body_timeout: float = 60.0, read_timeout: float = 60.0, send_timeout: float = 60.0) -> None:
+                 body_timeout: float = 60.0, read_timeout: float = 60.0, send_timeout: float = 60.0,
+                 tunnel_timeout: float = 3600.0) -> None:
         self.routes = routes
         self.not_found = not_found      # the route of requests no rule matches: answered 404
         self.clock = clock
@@ -52,6 +53,8 @@ class Proxy:
         self.idle_timeout = idle_timeout
         # Indexed by exchange.STALL_BODY, STALL_READ, STALL_SEND.
         self.timeouts = (0.0, body_timeout, read_timeout, send_timeout)
+        self.tunnel_timeout = tunnel_timeout
+        self.tunnels_timed_out = 0
         self.upstream_idle_s = IDLE_S
         self.log = log
         self.loop = asyncio.get_running_loop()
@@ -87,7 +90,17 @@ class Proxy:
                     exchange.check_stall(now)
                 elif now - since >= timeout:
                     exchange.timed_out()
-            elif conn.tunnel is None and now - conn.idle_since >= idle_timeout:
+            elif conn.tunnel is not None:
+                # A tunnel's bytes only set a flag; a silent one (a client gone without a FIN) would
+                # otherwise hold its backend, and keep the service from zero, for ever.
+                if conn.tunnel_active:
+                    conn.tunnel_active, conn.idle_since = False, now
+                elif now - conn.idle_since >= self.tunnel_timeout:
+                    self.tunnels_timed_out += 1
+                    self.log.info("tunnel closed: no bytes either way", extra={
+                        "client": conn.client_ip.decode(), "seconds": round(now - conn.idle_since, 1)})
+                    conn.close()
+            elif now - conn.idle_since >= idle_timeout:
                 conn.close()
         for route in self.routes:
             for backend in route.pool.backends:
@@ -119,7 +132,8 @@ class ClientConnection(asyncio.Protocol):
         self.pending_error = 0        # a malformed request after pipelined ones: answer it in turn
         self.tunnel: UpstreamConnection | None = None
         self.last_request: tuple | None = None   # (url, headers, method, http11, RequestHead)
-        self.idle_since = proxy.clock.now()
+        self.idle_since = proxy.clock.now()   # since the last request ended, or a tunnel's last byte
+        self.tunnel_active = False    # bytes went through the tunnel since the sweep last looked
         # A chunked body's trailer fields are counted against LB_MAX_HEADER_BYTES, never kept.
         self.chunk_head = False       # a chunk-size line with no data since: the last one, then trailers
         self.trailer_raw = 0          # raw bytes of whole reads spent in trailers (bounds a field never ended)
@@ -141,6 +155,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.transport.write(data)  # type: ignore[union-attr]
+            self.tunnel_active = True
             return
         # One pass per read; another only for what follows an Upgrade the proxy dropped (inlined:
         # this runs once per request).
@@ -391,6 +406,7 @@ class ClientConnection(asyncio.Protocol):
     def start_tunnel(self, upstream: UpstreamConnection, early: bytes) -> None:
         """After 101: bytes flow both ways untouched until either side closes."""
         self.tunnel = upstream
+        self.idle_since = self.proxy.clock.now()
         self.queue.clear()
         self.parsing = None
         if early:

@@ -78,6 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
+            self.tunnel.tunnel_active = True
             return
         exchange = self.exchange
         if exchange is None:          # a backend talking out of turn on an idle connection
