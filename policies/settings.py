@@ -144,7 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("scale_up_persist_s", "",
        "Seconds more replicas must be wanted, within chance, before they are added (empty: one interval).",
        WINDOWED, low=0),
-    _s("scale_down_delay_s", "15",
+    _s("scale_down_delay_s", "14",
        "Seconds the load must want fewer replicas before they are removed (the most wanted over them is kept).",
        WINDOWED, low=0),
     _s("step_size", "1", "step: replicas added or removed at a time.", ("step",), integer=True, low=1),
