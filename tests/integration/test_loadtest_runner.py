@@ -290,6 +290,36 @@ async def test_a_reused_connection_closed_by_the_server_is_retried_only_when_ide
     assert arrivals["n"] == 3 - failures  # the GET was sent again on a fresh connection; the POST was not
 
 
+class OneRequest(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    async def once(self) -> None:
+        await self.client.get("/a")
+        raise StopUser()
+
+
+async def test_a_server_that_closes_every_connection_at_once_is_a_failed_request_not_an_exception() -> None:
+    """What a balancer task that is stopping does (it closes each new connection as it accepts it).
+    Under uvloop, as `python -m loadtest` runs, the write to the connection closed meanwhile raised
+    RuntimeError: the run counted a task exception for every try instead of a failed request."""
+    uvloop = pytest.importorskip("uvloop")
+
+    def close_at_once(reader, writer) -> None:  # type: ignore[no-untyped-def]
+        writer.close()   # in the accept callback itself, as the balancer's connection_made does
+
+    def scenario() -> RunResult:
+        async def main() -> RunResult:
+            return await run_raw(close_at_once, OneRequest, users=1, spawn_rate=10)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main())
+
+    for _ in range(5):
+        result = await asyncio.to_thread(scenario)
+        assert not result.stats.exceptions
+        assert (result.stats.num_requests, result.stats.num_failures) == (1, 1)
+
+
 async def test_a_shape_starting_at_zero_users_runs_to_its_end(server: Server) -> None:
     from loadtest.shapes import RampShape
 
