@@ -2,7 +2,8 @@
 # The stack on the local Swarm.
 #
 #   swarm.sh image   base image (once) + wheelhouse + swarmscale/lb:TAG and swarmscale/web:TAG
-#   swarm.sh up      engine + Swarm, images, `docker stack deploy`, wait until 127.0.0.1:8080 serves
+#   swarm.sh up      engine + Swarm, images, `docker stack deploy`, wait until a changed balancer task
+#                    is replaced and 127.0.0.1:8080 serves
 #   swarm.sh down    remove the stack and wait until its services, containers and network are gone
 #
 # Tunables are environment variables read by deploy/stack.yml (LB_TARGET_INFLIGHT=8 swarm.sh up),
@@ -101,6 +102,46 @@ keep_replicas() {
     export WEB_REPLICAS=${WEB_REPLICAS:-${LB_MIN_REPLICAS:-1}}
 }
 
+# A re-deploy that changes the balancer (a new image, a setting) replaces its task: stop-first, as
+# its host-mode ports cannot be bound twice. Until that update completes the old task still answers
+# the probes below, and a load started then would meet the swap (seen: a re-run of `make demo` after
+# a code change lost 2,854 requests in its first seconds). So up waits for the update to complete.
+# The engine says whether one started: the service's UpdateStatus.StartedAt moves (a deploy that
+# changes nothing clears UpdateStatus; comparing specs is no guide: the client and engine normalise
+# them differently).
+lb_update() {   # "<StartedAt> <State>" of the balancer's last update, "absent" without a service
+    docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}} {{.UpdateStatus.State}}{{end}}' \
+        "${STACK}_lb" 2>/dev/null || echo absent
+}
+
+wait_for_lb_update() {  # $1: lb_update before the deploy, $2: when the deploy began
+    local before=${1% *} start=$2 lb="${STACK}_lb" now state asked=$SECONDS
+    [ "$1" = absent ] && return 0   # created just now: nothing old is answering
+    while true; do
+        now=$(lb_update)
+        state=${now##* }
+        if [ -n "$now" ] && [ "${now% *}" != "$before" ]; then
+            case "$state" in
+                completed) return 0 ;;
+                paused|rollback_*)
+                    say "the update of $lb stopped: $state"
+                    explain_failure
+                    return 1 ;;
+            esac
+            [ "$asked" = done ] || say "waiting for $lb to be replaced by its new task"
+            asked=done
+        elif [ "$asked" != done ] && [ $((SECONDS - asked)) -ge 3 ]; then
+            return 0    # no update started: the balancer's task was left as it was
+        fi
+        if [ $((SECONDS - start)) -ge "$UP_TIMEOUT" ]; then
+            say "the update of $lb did not complete in ${UP_TIMEOUT}s"
+            explain_failure
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
 up() {
     image   # ensures the engine and the Swarm first
     # A tag per image content: re-deploying after a rebuild rolls the services onto the new image
@@ -122,6 +163,8 @@ up() {
 
     keep_replicas
     local start=$SECONDS
+    local lb_before
+    lb_before=$(lb_update)
     # No registry: never ask one for the image's digest.
     local out
     if ! out=$(docker stack deploy --resolve-image never -c "$FILE" "$STACK" 2>&1); then
@@ -129,6 +172,7 @@ up() {
         say "docker stack deploy failed"
         return 1
     fi
+    wait_for_lb_update "$lb_before" "$start" || return 1
     # At zero replicas (LB_MIN_REPLICAS=0) a request to the service would be a cold start that
     # keeps it up for a while: the balancer answering /healthz is enough then.
     local probe_service=1
