@@ -34,8 +34,8 @@ started or stopped. The changes of issue 11, each for what the noisy runs showed
    (steady, seed 2, at 470 s). 10 s made sawtooth 28% late (smooth); 20 s cost 1.54x on smooth
    sawtooth and 1.53x on smooth spike; 15 s: 1.48x and 1.45x; 14 s: 1.45x and 1.40x, every smooth
    SLO figure unchanged, and noisy sawtooth (seed 19) 1.272x where 15 s cost 1.3005x. The stable
-   window no longer sets the
-   count (it lagged a spike by a minute: 1.45x the oracle with noise); it still guards start-up.
+   window no longer sets the count (it lagged a spike by a minute: 1.45x the oracle with noise);
+   it still guards start-up.
 4. Trend confidence: the rise per second is the slowest from each panic average of the last
    `trend_window_s` (two panic windows) at least half a panic window old, less what chance
    explains, and only full panic windows count. A step seen through a 6 s window looks like a 6 s
@@ -52,8 +52,8 @@ started or stopped. The changes of issue 11, each for what the noisy runs showed
    measured without held requests (Little's law); with nothing measured yet, the held count.
    With nothing at all arriving for a panic window, the scale-down delay does not apply.
 
-7. At 4 replicas or fewer (3 at first) the trend takes no discount for chance. There one replica is a third or
-   more of the capacity and 2 sigma of chance is about a replica's target, so the discount hid a
+7. At 4 replicas or fewer (3 at first) the trend takes no discount for chance. There one replica is
+   a quarter or more of the capacity and 2 sigma of chance is about a replica's target, so the discount hid a
    real rise: on noisy `sine` (seeds 2-7) the rise out of the trough read 0/s from 2 replicas at 13-14
    in flight, the third replica was asked 6 s late and the default was up to 0.003 points more late
    than hpa (seed 4: 0.325% vs 0.323%). Without the discount: 0.314/0.313/0.323/0.312/0.319/0.297%
