@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from lb.clock import Clock
+from lb.collect.backend import DRAINING
 
 if TYPE_CHECKING:
     from lb.collect.pool import Pool
@@ -69,13 +70,16 @@ class HoldQueue:
         self.start_error: Callable[[float], str | None] | None = None
         #: Told when the pool first has a serving backend while requests are held (a measured cold start).
         self.on_serving: Callable[[float], None] | None = None
+        #: Whether discovery has looked at the engine yet (None: no discovery, the pool is all there is).
+        self.known: Callable[[], bool] | None = None
         self.held_total = 0
         self.released_total = 0
         self.timeouts_total = 0
         self.dropped_total = 0         # clients that went away while held
         self.rejected_total = 0        # 503 at once: queue full, or backing off after a failed start
         self.failed_total = 0          # 503 because the start failed
-        self.cold_starts = 0           # hold episodes that ended in a release
+        self.cold_starts = 0           # released holds during which the service had no task running
+        self.holds = 0                 # released holds of any kind (cold starts, backends ejected, ...)
         self.cold_start_failures = 0
         self.last_cold_start_s: float | None = None   # first held request -> release
         self.last_error: str | None = None
@@ -84,6 +88,7 @@ class HoldQueue:
         self._episode: float | None = None      # when the first request of this wait was held
         self._episode_wall = 0.0
         self._serving_seen = False
+        self._cold = False             # this hold saw the engine report no task of the service running
         self._buckets = [0] * (len(BUCKETS) + 1)
         self._hold_sum = 0.0
         self._wake = asyncio.Event()
@@ -98,6 +103,7 @@ class HoldQueue:
         first = not self.waiters
         if first and self._episode is None:
             self._episode, self._episode_wall, self._serving_seen = now, self.clock.wall(), False
+            self._cold = False
         self.waiters.append((now, waiter))
         self.pool.hold_begin()
         self.held_total += 1
@@ -143,6 +149,11 @@ class HoldQueue:
             if error:
                 self.fail(error)
                 return
+        if not self._cold and (self.known is None or self.known()) \
+                and all(b.state == DRAINING for b in self.pool.backends):
+            # A cold start: the engine says no task runs (at zero, or its first task is starting).
+            # Not one: every backend ejected, or a balancer that has not looked at the engine yet.
+            self._cold = True
         if self.pool.ready_count() == 0:
             return
         if not self._serving_seen:
@@ -190,10 +201,13 @@ class HoldQueue:
         """Every held request out, in arrival order, as ordinary requests."""
         now = self.clock.now()
         if self._episode is not None:
-            self.last_cold_start_s = round(now - self._episode, 3)
-            self.cold_starts += 1
-            log.info("cold start served", extra={"service": self.name, "held": len(self.waiters),
-                                                 "seconds": self.last_cold_start_s})
+            seconds = round(now - self._episode, 3)
+            self.holds += 1
+            if self._cold:
+                self.last_cold_start_s = seconds
+                self.cold_starts += 1
+            log.info("cold start served" if self._cold else "held requests released", extra={
+                "service": self.name, "held": len(self.waiters), "seconds": seconds})
         self._episode = None
         self._failures = 0
         self.backoff_until = 0.0
@@ -238,7 +252,8 @@ class HoldQueue:
     def status(self) -> dict[str, Any]:
         """What /status shows under `replicas`, next to the control loop's figures."""
         return {"held": len(self.waiters), "cold_starts": self.cold_starts,
-                "last_cold_start_s": self.last_cold_start_s, "cold_start_failures": self.cold_start_failures,
+                "last_cold_start_s": self.last_cold_start_s, "holds": self.holds,
+                "cold_start_failures": self.cold_start_failures,
                 "last_cold_start_error": self.last_error, "hold_timeouts": self.timeouts_total,
                 "hold_dropped": self.dropped_total, "hold_rejected": self.rejected_total}
 
@@ -253,7 +268,8 @@ class HoldCollector(Collector):
         labels = ["service"]
         held = GaugeMetricFamily("lb_held_requests", "Requests held now, waiting for a ready backend", labels=labels)
         seconds = HistogramMetricFamily("lb_hold_seconds", "Time requests spent held", labels=labels)
-        cold = CounterMetricFamily("lb_cold_starts", "Waits for a first ready backend that ended in a release",
+        cold = CounterMetricFamily("lb_cold_starts", "Holds that ended in a release during which the engine "
+                                   "reported no task of the service running (from zero, or its first task)",
                                    labels=labels)
         failures = CounterMetricFamily("lb_cold_start_failures", "Starts the engine said failed (held requests "
                                        "answered 503)", labels=labels)

@@ -63,9 +63,11 @@ class Route:
             self.control.hold = hold
             hold.on_first.append(self.control.wake)
             hold.on_serving = self.control.served
-        if self.discovery is not None:
-            self.discovery.urgent = lambda: hold.held > 0
-            hold.on_first.append(self.discovery.wake)
+        discovery = self.discovery
+        hold.known = None if discovery is None else (lambda: discovery.backends is not None)
+        if discovery is not None:
+            discovery.urgent = lambda: hold.held > 0
+            hold.on_first.append(discovery.wake)
 
     def loops(self) -> dict[str, Any]:
         """Background loops to run for this route, by task name."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from lb.clock import FakeClock
+from lb.collect.backend import EJECTED
 from lb.collect.pool import Pool
 from lb.config import Config
 from lb.control import ControlLoop
@@ -231,3 +232,48 @@ async def test_a_failed_start_answers_503_to_all_and_backs_off():
     assert q.hold(Waiter(log, "d"))      # then tried again
     await q.step()
     assert q.retry_after() == 2          # the backoff doubled
+
+
+async def test_a_hold_while_every_backend_is_ejected_is_not_a_cold_start(monkeypatch):
+    q, pool, clock, log = queue()
+    pool.update(["127.0.0.1:9"])
+    backend = pool.backends[0]
+    backend.state, backend.ejected_until = EJECTED, clock.now() + 1.0
+    pool._refresh(clock.now())
+    assert pool.ready_count() == 0
+    q.hold(Waiter(log, "a"))
+
+    async def connectable() -> bool:
+        return True
+    monkeypatch.setattr(q, "_connectable", connectable)
+    await q.step()
+    await clock.advance(1.5)         # the ejection ends: the backend serves again
+    pool._refresh(clock.now())
+    await q.step()
+    assert log == [("a", "start")]
+    status = q.status()
+    assert (status["holds"], status["cold_starts"], status["last_cold_start_s"]) == (1, 0, None)
+
+
+async def test_a_hold_before_discovery_has_looked_is_a_cold_start_only_if_no_task_runs(monkeypatch):
+    """A balancer that has just started holds its first requests until discovery's first look:
+    a cold start when the engine then says no task runs, not when a task was there all along."""
+    async def connectable() -> bool:
+        return True
+
+    for tasks_found, cold in (([], 1), (["127.0.0.1:9"], 0)):
+        q, pool, clock, log = queue()
+        looked = []
+        q.known = lambda looked=looked: bool(looked)
+        monkeypatch.setattr(q, "_connectable", connectable)
+        q.hold(Waiter(log, "a"))
+        await q.step()                # not looked yet: nothing known
+        looked.append(1)
+        pool.update(tasks_found)      # the first look
+        await q.step()
+        if not tasks_found:
+            pool.update(["127.0.0.1:9"])   # the task the cold start asked for
+            await clock.advance(2.0)
+            await q.step()
+        assert log == [("a", "start")]
+        assert (q.holds, q.cold_starts) == (1, cold)
