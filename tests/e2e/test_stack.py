@@ -355,3 +355,29 @@ async def test_a_redeploy_under_load_keeps_the_replicas_and_loses_no_request(sta
     assert result.failed == [] and result.ok > 1000
     assert after >= 0.8 * read                     # the deploy kept the count (Swarm alone would set 1)
     assert lb_task() == lb_before                  # an unchanged balancer is not restarted
+
+
+# Last in the file: it replaces the balancer the tests above share.
+async def test_a_redeploy_that_changes_the_balancer_returns_once_the_new_one_alone_serves(stack):
+    """swarm.sh up after a balancer setting changed: the task is replaced (stop-first, host-mode
+    ports), and up returns only once that is done, so what runs next meets the new balancer."""
+    client, relay, _ = stack
+    env = dict(os.environ, **SETTINGS, SWARMSCALE_STACK=STACK, LB_PUBLISHED_PORT=str(PORT),
+               LB_ADMIN_PUBLISHED_PORT=str(ADMIN_PORT), LB_DOCKER_SOCKET=str(relay.path),
+               LB_TUNNEL_TIMEOUT="3599", WEB_DRAIN_MS="2100")   # only the balancer's spec changes
+
+    def lb_containers() -> list[str]:
+        """Task ids of the balancer's containers that run now."""
+        return [c.labels["com.docker.swarm.task.id"] for c in client.containers.list(
+            filters={"label": f"com.docker.swarm.service.name={STACK}_lb"})]
+
+    [before] = lb_containers()
+    await asyncio.to_thread(swarm_sh, "up", env)
+    # At once, no waiting: the old task is gone, one new one runs, and it serves.
+    running = lb_containers()
+    assert len(running) == 1 and running[0] != before, running
+    spec = client.services.get(f"{STACK}_lb").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert "LB_TUNNEL_TIMEOUT=3599" in spec
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{PORT}/") as response:
+            assert response.status == 200
