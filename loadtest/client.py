@@ -536,17 +536,16 @@ class HttpSession:
 
     async def _exchange(self, origin: _Origin, conn: _Conn, wire: bytes, resp: Response, timeout: float | None,
                         head: bool) -> None:
-        conn.got_data = False
-        transport = conn.transport
-        if transport is None or transport.is_closing():
-            # Closed under us (the server went away since the last answer): uvloop would raise a
-            # RuntimeError on write. As an OSError it is a failed request, or one retry when kept alive.
+        if conn.closed:
+            # A new connection the server closed as it accepted it (a balancer task stopping): uvloop
+            # would raise RuntimeError on the write. As an OSError it is a failed request.
             raise ConnectionResetError("connection closed by server")
         waiter = conn.waiter = self._loop.create_future()
         conn.headers = []
         conn.body = []
+        conn.got_data = False
         conn.head = head
-        transport.write(wire)
+        conn.transport.write(wire)  # type: ignore[union-attr]
         timer = self._loop.call_later(timeout, _expire, waiter) if timeout else None
         try:
             await waiter

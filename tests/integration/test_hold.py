@@ -211,12 +211,18 @@ async def test_a_held_client_that_goes_away_is_dropped_and_counted(balancers):
     assert lb.pool.inflight == 0
 
 
-async def test_idle_goes_to_zero_but_never_while_a_request_is_open(balancers):
+async def warm_and_quick_to_idle(balancers: list) -> tuple[SlowStartService, Balancer]:
+    """One replica serving, behind a balancer that takes it to zero after 0.5 s idle."""
     service = SlowStartService(replicas=1, start_s=0.0)
     await service._start()
     lb = await start(service, LB_SCALE_TO_ZERO_AFTER="0.5", LB_SCALE_INTERVAL="0.2", LB_DISCOVERY_INTERVAL="0.2")
     balancers.append(lb)
     await until(lambda: lb.pool.ready_count() == 1)
+    return service, lb
+
+
+async def test_idle_goes_to_zero_but_never_while_a_request_is_open(balancers):
+    service, lb = await warm_and_quick_to_idle(balancers)
     async with aiohttp.ClientSession() as session:
         status, _, _ = await get(session, lb, "/?sleep=2.5")   # longer than the idle time and a window
     assert status == 200
@@ -241,11 +247,7 @@ async def test_idle_goes_to_zero_but_never_while_a_request_is_open(balancers):
 
 
 async def test_an_open_websocket_keeps_the_service_from_zero(balancers):
-    service = SlowStartService(replicas=1, start_s=0.0)
-    await service._start()
-    lb = await start(service, LB_SCALE_TO_ZERO_AFTER="0.5", LB_SCALE_INTERVAL="0.2", LB_DISCOVERY_INTERVAL="0.2")
-    balancers.append(lb)
-    await until(lambda: lb.pool.ready_count() == 1)
+    service, lb = await warm_and_quick_to_idle(balancers)
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://{LOCAL}:{lb.proxy_port}/ws") as ws:
             await ws.send_str("hi")
