@@ -192,7 +192,8 @@ class Config:
                                 "Seconds an upgraded connection (WebSocket) may pass no byte either way before "
                                 "both sides are closed (HAProxy's timeout tunnel).")
     retry_budget: float = env("LB_RETRY_BUDGET", "0.2", _number(float, 0, 1),
-                              "Retries of sent requests allowed, as a share of requests (Envoy's budget).")
+                              "Retries in progress allowed beyond the requests a backend held when it broke, "
+                              "as a share of requests in flight (Envoy's budget).")
     eject_after: int = env("LB_EJECT_AFTER", "5", _number(int, 1, 1000),
                            "Consecutive failures that eject a backend for a while.")
     eject_base: float = env("LB_EJECT_BASE", "5", _number(float, 0.1, 3600),

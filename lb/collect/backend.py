@@ -17,7 +17,7 @@ _FLOOR_S = 0.0001        # keeps an idle backend's cost from reaching zero
 class Backend:
     __slots__ = ("address", "host", "port", "state", "inflight", "ewma", "_ewma_at", "requests",
                  "errors", "consecutive_failures", "ejections", "ejected_until", "added_at",
-                 "idle", "retired")
+                 "idle", "retired", "lost_to_retry")
 
     def __init__(self, address: str, now: float, initial_latency_s: float = 0.001) -> None:
         self.address = address
@@ -36,6 +36,7 @@ class Backend:
         self.added_at = now
         self.idle: list = []                 # pooled idle upstream connections (lb.proxy.upstream)
         self.retired = False                 # removed from the pool; close connections as they free up
+        self.lost_to_retry = 0               # requests it held when it broke, still owed a retry (Pool.try_retry)
 
     @property
     def serving(self) -> bool:

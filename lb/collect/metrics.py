@@ -26,6 +26,9 @@ class PoolCollector(Collector):
         inflight = GaugeMetricFamily("lb_backend_inflight", "Requests in flight per backend",
                                      labels=["service", "backend"])
         retries = CounterMetricFamily("lb_retries", "Requests retried on another backend", labels=["service"])
+        overflow = CounterMetricFamily("lb_retry_overflow",
+                                       "Lost requests answered 502, not retried, because the retry budget was spent",
+                                       labels=["service"])
         ejections = CounterMetricFamily("lb_ejections", "Backends ejected after repeated failures",
                                         labels=["service"])
         backends = GaugeMetricFamily("lb_backends", "Backends in the pool, by state", labels=["service", "state"])
@@ -41,10 +44,11 @@ class PoolCollector(Collector):
             for backend in pool.backends:
                 inflight.add_metric([service, backend.address], backend.inflight)
             retries.add_metric([service], pool.retries_total)
+            overflow.add_metric([service], pool.retries_refused)
             ejections.add_metric([service], pool.ejections_total)
             states = dict.fromkeys((ACTIVE, SLOW_START, EJECTED, DRAINING), 0)
             for backend in pool.backends:
                 states[backend.state] += 1
             for state, n in states.items():
                 backends.add_metric([service, state], n)
-        yield from (requests, duration, inflight, retries, ejections, backends)
+        yield from (requests, duration, inflight, retries, overflow, ejections, backends)

@@ -85,6 +85,7 @@ class Pool:
         self.retries_total = 0
         self.ejections_total = 0
         self.active_retries = 0
+        self.retries_refused = 0              # lost requests answered 502 because the budget was spent
         self.retired_requests: dict[int, int] = {}    # status -> count of removed backends: totals never drop
         self.unrouted_requests: dict[int, int] = {}   # status -> count, answered without a backend
         self.active_at = self.clock.now()     # when the last request ended or was answered (idle since)
@@ -285,13 +286,24 @@ class Pool:
         """Seconds since a request was last in flight (held ones included) or arrived."""
         return 0.0 if self.inflight else max(0.0, now - self.active_at)
 
-    def try_retry(self) -> bool:
-        """Envoy's retry budget: retries in progress stay under budget x requests in flight."""
-        if self.active_retries < max(_MIN_RETRIES, self.retry_budget * self.inflight):
-            self.active_retries += 1
-            self.retries_total += 1
-            return True
-        return False
+    def try_retry(self, backend: Backend) -> bool:
+        """A request sent to `backend` was lost unanswered: may it go to another backend?
+
+        Every request a backend held when it broke may: a killed task resets all its connections at
+        once, and that is the loss of one backend, not a retry storm. Beyond those, Envoy's budget:
+        retries in progress stay under budget x requests in flight, so a failure of many backends
+        cannot multiply the load on the rest.
+        """
+        if not backend.consecutive_failures:   # the first loss since it last answered
+            backend.lost_to_retry = backend.inflight
+        if backend.lost_to_retry > 0:
+            backend.lost_to_retry -= 1
+        elif self.active_retries >= max(_MIN_RETRIES, self.retry_budget * self.inflight):
+            self.retries_refused += 1
+            return False
+        self.active_retries += 1
+        self.retries_total += 1
+        return True
 
     def retry_done(self) -> None:
         self.active_retries -= 1

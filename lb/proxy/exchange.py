@@ -333,7 +333,7 @@ class Exchange:
         backend = self.backend
         replayable = self.replay and (self.request_done or not self.req.has_body)
         if not conn.got_bytes and replayable and self.method in IDEMPOTENT and (
-                self.retrying or pool.try_retry()):
+                self.retrying or pool.try_retry(backend)):  # type: ignore[arg-type]
             # Sent but unanswered: an idempotent request may be tried once more, on another backend.
             self.retrying = True
             self._try_another(backend)  # type: ignore[arg-type]

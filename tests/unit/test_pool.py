@@ -93,11 +93,35 @@ def test_successes_reset_the_failure_streak():
 
 
 def test_retry_budget():
-    pool, _ = make_pool(retry_budget=0.2)
-    assert [pool.try_retry() for _ in range(4)] == [True, True, True, False]   # floor of 3
+    pool, _ = make_pool(("a:1", "b:2"), retry_budget=0.2)
+    a = pool.get("a:1")
+    a.consecutive_failures = 1   # a backend already failing: its losses meet the budget alone
+    assert [pool.try_retry(a) for _ in range(4)] == [True, True, True, False]   # floor of 3
+    assert pool.retries_refused == 1
     pool.retry_done()
-    assert pool.try_retry()
+    assert pool.try_retry(a)
     assert pool.retries_total == 4
+
+
+def test_every_request_a_backend_held_when_it_broke_may_be_retried():
+    pool, _ = make_pool(("a:1", "b:2"), retry_budget=0.2)
+    a, b = pool.get("a:1"), pool.get("b:2")
+    for _ in range(12):
+        pool.begin(a)
+    for _ in range(12):
+        pool.begin(b)
+    # a dies: all 12 of its requests are lost at once, each retried, then abandoned on a (as the proxy does)
+    granted = []
+    for _ in range(12):
+        granted.append(pool.try_retry(a))
+        pool.abandon(a)
+        pool.begin(b)
+    assert granted == [True] * 12 and pool.retries_refused == 0
+    # further losses on the still-broken backend are back under the budget: 12 retries in progress
+    # are more than 0.2 x 24 in flight
+    pool.begin(a)
+    assert not pool.try_retry(a)
+    assert pool.retries_refused == 1
 
 
 def test_load_sample_integrates_inflight_over_time():
