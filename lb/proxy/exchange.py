@@ -332,11 +332,11 @@ class Exchange:
             return
         backend = self.backend
         replayable = self.replay and (self.request_done or not self.req.has_body)
-        if not conn.got_bytes and replayable and self.method in IDEMPOTENT and (
-                self.retrying or pool.try_retry(backend)):  # type: ignore[arg-type]
+        if backend is not None and not conn.got_bytes and replayable and self.method in IDEMPOTENT and (
+                self.retrying or pool.try_retry(backend)):
             # Sent but unanswered: an idempotent request may be tried once more, on another backend.
             self.retrying = True
-            self._try_another(backend)  # type: ignore[arg-type]
+            self._try_another(backend)
             return
         self._end(502, failed=True)
         self.respond_error(502)
