@@ -289,13 +289,14 @@ class Pool:
     def try_retry(self, backend: Backend) -> bool:
         """A request sent to `backend` was lost unanswered: may it go to another backend?
 
-        Every request a backend held when it broke may: a killed task resets all its connections at
-        once, and that is the loss of one backend, not a retry storm. Beyond those, Envoy's budget:
-        retries in progress stay under budget x requests in flight, so a failure of many backends
-        cannot multiply the load on the rest.
+        Every request a backend held when it broke may, if the others still answer: a killed task
+        resets all its connections at once, and that is the loss of one backend, not a retry storm.
+        Beyond those, Envoy's budget: retries in progress stay under budget x requests in flight, so
+        a failure of many backends cannot multiply the load on the rest.
         """
         if not backend.consecutive_failures:   # the first loss since it last answered
-            backend.lost_to_retry = backend.inflight
+            alone = not any(b.consecutive_failures for b in self._serving if b is not backend)
+            backend.lost_to_retry = backend.inflight if alone else 0
         if backend.lost_to_retry > 0:
             backend.lost_to_retry -= 1
         elif self.active_retries >= max(_MIN_RETRIES, self.retry_budget * self.inflight):

@@ -124,6 +124,16 @@ def test_every_request_a_backend_held_when_it_broke_may_be_retried():
     assert pool.retries_refused == 1
 
 
+def test_a_backend_breaking_while_another_fails_gets_only_the_budget():
+    pool, _ = make_pool(("a:1", "b:2", "c:3"), retry_budget=0.2)
+    a, b = pool.get("a:1"), pool.get("b:2")
+    for _ in range(10):
+        pool.begin(a)
+        pool.begin(b)
+    pool.failure(a)   # a is failing already: b breaking too is no longer one backend's loss
+    assert [pool.try_retry(b) for _ in range(5)] == [True] * 4 + [False]   # 0.2 x 20 in flight
+
+
 def test_load_sample_integrates_inflight_over_time():
     pool, clock = make_pool(("a:1",))
     a = pool.get("a:1")
