@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import urllib.request
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -187,9 +188,16 @@ def stack(engine, images):
 async def test_backends_are_discovered(stack):
     client, _, _ = stack
     await wait_for(lambda: replicas_of(client, f"{STACK}_web") == 1, 60, "web at 1 replica")
-    body = await status()
-    assert [b["state"] for b in body["backends"]] == ["active"]
-    assert body["replicas"]["current"] == 1
+    seen: list[dict] = []
+
+    def one_active_backend_and_replica() -> bool:   # the control loop reads the count at its first tick
+        with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/status", timeout=10) as response:
+            seen.append(json.load(response))
+        body = seen[-1]
+        return [b["state"] for b in body["backends"]] == ["active"] and body["replicas"]["current"] == 1
+
+    await wait_for(one_active_backend_and_replica, 30, "the balancer to serve from web's one task")
+    body = seen[-1]
     tasks = client.services.get(f"{STACK}_web").tasks(filters={"desired-state": "running"})
     addresses = {a.split("/")[0] for t in tasks for n in t.get("NetworksAttachments", [])
                  for a in n.get("Addresses", [])}

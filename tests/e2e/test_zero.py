@@ -79,8 +79,9 @@ async def test_deployed_at_zero_then_a_burst_is_held_and_every_request_served(st
 
 async def test_idle_goes_back_to_zero_and_one_request_at_zero_is_served(stack):
     await asyncio.to_thread(at_zero, stack)
-    decision = status()["replicas"]["last_decision"]
-    assert decision["replicas"] == 0
+    # The decision is recorded once the engine has taken it: poll, as a user reading /status would.
+    await asyncio.to_thread(wait_until, lambda: status()["replicas"]["last_decision"]["replicas"] == 0, 10,
+                            "the decision for 0 in /status")
     assert await burst(1) == [200]
 
 
