@@ -172,6 +172,10 @@ class Config:
                                          "Static backends host:port,host:port (no Swarm).")
     upstream_timeout: float = env("LB_UPSTREAM_TIMEOUT", "60", _timeout,
                                   "Seconds to wait for a backend's response headers (then 504).")
+    stall_after: float = env("LB_STALL_AFTER", "2", _timeout,
+                             "Seconds a backend may owe a response head while it finishes nothing and the "
+                             "others do (and at least 10x its latency) before its unanswered idempotent "
+                             "requests are retried elsewhere.")
     connect_timeout: float = env("LB_CONNECT_TIMEOUT", "5", _number(float, 0.01, 3600),
                                  "Seconds to wait for a TCP connection to a backend.")
     drain_timeout: float = env("LB_DRAIN_TIMEOUT", "30", _number(float, 0, 86400),

@@ -201,7 +201,7 @@ class Balancer:
                            connect_timeout=config.connect_timeout, max_header_bytes=config.max_header_bytes,
                            idle_timeout=config.idle_timeout, log=self.log, body_timeout=config.body_timeout,
                            read_timeout=config.read_timeout, send_timeout=config.send_timeout,
-                           tunnel_timeout=config.tunnel_timeout)
+                           tunnel_timeout=config.tunnel_timeout, stall_after=config.stall_after)
         try:
             self._server = await loop.create_server(self.proxy.protocol, config.listen.host, config.listen.port,
                                                     reuse_address=True, backlog=1024)
@@ -234,9 +234,10 @@ class Balancer:
                                           "backends": [b.address for b in self.pool.backends]})
 
     async def _sweep(self) -> None:
-        # A tenth of the shortest timeout between looks: each fires at most 10% late.
+        # A tenth of the shortest timeout between looks: each fires at most 10% late (a stall, 25%).
         config = self.config
-        pause = max(_SWEEP_MIN_S, min(_SWEEP_S, config.upstream_timeout / 10, config.idle_timeout / 10,
+        pause = max(_SWEEP_MIN_S, min(_SWEEP_S, config.upstream_timeout / 10, config.stall_after / 4,
+                                      config.idle_timeout / 10,
                                       config.body_timeout / 10, config.read_timeout / 10,
                                       config.send_timeout / 10, config.admin_timeout / 10,
                                       config.tunnel_timeout / 10))

@@ -39,6 +39,11 @@ class Backend:
         self.lost_to_retry = 0               # requests it held when it broke, still owed a retry (Pool.try_retry)
 
     @property
+    def answered_at(self) -> float:
+        """When it last finished a request well (its latency's last sample), or when it was added."""
+        return self._ewma_at
+
+    @property
     def serving(self) -> bool:
         return self.state == ACTIVE or self.state == SLOW_START
 

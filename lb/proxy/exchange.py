@@ -23,6 +23,7 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 REPLAY_MAX = 64 * 1024       # request bodies up to this size are kept so the request can be retried
 BUFFER_MAX = 256 * 1024      # body buffered while no backend is connected; past it, stop reading
 MAX_ATTEMPTS = 3
+STALL_LATENCIES = 10         # a wait this many times a backend's latency, past LB_STALL_AFTER, is a stall
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What an exchange in progress may be stalled on (Proxy.timeouts is indexed by these).
 STALL_BODY = 1    # the client stopped sending its body (LB_BODY_TIMEOUT; 408, not the backend's fault)
@@ -184,6 +185,34 @@ class Exchange:
             conn.close()
         self._end(504, failed=True)
         self.respond_error(504)
+
+    def check_stalled(self, now: float, since: float, stall_after: float) -> None:
+        """The backend has owed the head since `since`, past LB_STALL_AFTER (the sweep calls this).
+
+        A frozen backend (a paused container, a deadlocked worker) keeps its connections open and
+        answers nothing, so its requests would wait for LB_UPSTREAM_TIMEOUT. When it has finished
+        nothing for the stall time (LB_STALL_AFTER, and 10x its own latency) while another backend
+        has, an unanswered idempotent request goes to another backend, as nginx's proxy_next_upstream
+        does on a timeout. A slow backend still answers; a lone one has no other to go to.
+        """
+        backend, conn = self.backend, self.upstream
+        if backend is None or conn is None or conn.got_bytes or self.method not in IDEMPOTENT or not self.replay:
+            return
+        stall = max(stall_after, STALL_LATENCIES * backend.ewma)
+        if now - since < stall or now - backend.answered_at < stall or backend.answered_at == backend.added_at:
+            return   # (never answered: no latency of its own to judge by; LB_UPSTREAM_TIMEOUT will)
+        pool = self.route.pool
+        if not any(now - b.answered_at < stall for b in pool.backends if b is not backend and b.serving):
+            return
+        if not (self.retrying or pool.try_retry(backend)):
+            return
+        self.upstream = None
+        conn.close()
+        if not backend.consecutive_failures:   # one line per stalled backend, not one per request
+            self.client.proxy.log.warning("backend stalled: its requests are retried elsewhere", extra={
+                "backend": backend.address, "waited_s": round(now - since, 3)})
+        self.retrying = True
+        self._try_another(backend)
 
     # --- from the backend ----------------------------------------------------------------------
     def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:

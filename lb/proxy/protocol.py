@@ -43,7 +43,7 @@ class Proxy:
     def __init__(self, routes: RouteTable, not_found: Route, *, clock: Clock, upstream_timeout: float,
                  connect_timeout: float, max_header_bytes: int, idle_timeout: float, log: logging.Logger,
                  body_timeout: float = 60.0, read_timeout: float = 60.0, send_timeout: float = 60.0,
-                 tunnel_timeout: float = 3600.0) -> None:
+                 tunnel_timeout: float = 3600.0, stall_after: float = 2.0) -> None:
         self.routes = routes
         self.not_found = not_found      # the route of requests no rule matches: answered 404
         self.clock = clock
@@ -54,6 +54,7 @@ class Proxy:
         # Indexed by exchange.STALL_BODY, STALL_READ, STALL_SEND.
         self.timeouts = (0.0, body_timeout, read_timeout, send_timeout)
         self.tunnel_timeout = tunnel_timeout
+        self.stall_after = stall_after
         self.tunnels_timed_out = 0
         self.upstream_idle_s = IDLE_S
         self.log = log
@@ -75,7 +76,8 @@ class Proxy:
                 conn.close()
 
     def sweep(self, now: float) -> None:
-        """Time out requests whose backend owes a head too long, or that stall once under way (a body
+        """Time out requests whose backend owes a head too long, move those a frozen backend holds
+        (Exchange.check_stalled), time out requests that stall once under way (a body
         that stops coming, a backend that stops sending, a client that stops reading); close idle
         keep-alive connections. A periodic sweep instead of a timer per request or read: the request
         path only sets flags.
@@ -90,6 +92,8 @@ class Proxy:
                     exchange.check_stall(now)
                 elif now - since >= timeout:
                     exchange.timed_out()
+                elif now - since >= self.stall_after:
+                    exchange.check_stalled(now, since, self.stall_after)
             elif conn.tunnel is not None:
                 # A tunnel's bytes only set a flag; a silent one (a client gone without a FIN) would
                 # otherwise hold its backend, and keep the service from zero, for ever.

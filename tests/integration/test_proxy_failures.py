@@ -247,3 +247,69 @@ async def test_a_backend_dying_with_many_requests_in_flight_loses_none_of_them(b
         die.set()
         statuses = await asyncio.gather(*requests)
     assert Counter(statuses) == {200: 48}
+
+
+async def _loop_gets(lb, clients: int, seconds: float) -> tuple[Counter, float, Counter]:
+    """`clients` keep-alive clients sending GETs for `seconds`: statuses, the slowest answer, who answered."""
+    statuses: Counter = Counter()
+    answered: Counter = Counter()
+    slowest = 0.0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal slowest
+        while loop.time() < end:
+            started = loop.time()
+            async with session.get(f"http://{LOCAL}:{lb.proxy_port}/x") as r:
+                body = await r.text()
+                statuses[r.status] += 1
+                answered[body] += 1
+            slowest = max(slowest, loop.time() - started)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return statuses, slowest, answered
+
+
+async def test_a_frozen_backend_s_requests_are_moved_to_the_others(backend_factory, balancer_factory):
+    """A paused container keeps its connections open and answers nothing: without help its requests
+    would wait for LB_UPSTREAM_TIMEOUT (60 s). Past LB_STALL_AFTER, while the others answer, they move."""
+    frozen = asyncio.Event()
+    thaw = asyncio.Event()
+
+    def answering(name: str, freezes: bool):
+        async def handle(request: web.Request) -> web.Response:
+            if freezes and frozen.is_set():
+                await thaw.wait()
+            await asyncio.sleep(0.02)
+            return web.Response(text=name)
+        return handle
+
+    backends = [await backend_factory(answering(f"b{i}", freezes=i == 0)) for i in range(3)]
+    lb = await balancer_factory([b.address for b in backends], stall_after=0.5)
+    loop = asyncio.get_running_loop()
+    loop.call_later(1.0, frozen.set)
+    try:
+        statuses, slowest, answered = await _loop_gets(lb, 24, 4.0)
+    finally:
+        thaw.set()
+    assert statuses == {200: sum(statuses.values())} and statuses[200] > 500
+    assert answered["b0"] > 0, "b0 served before it froze"
+    assert slowest < 2.0, f"a request waited {slowest:.2f} s"
+    assert lb.pool.retries_total > 0
+
+
+async def test_a_slow_backend_that_answers_is_not_taken_for_a_frozen_one(backend_factory, balancer_factory):
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.8)
+        return web.Response(text="slow")
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.Response(text="fast")
+
+    slow_backend, fast_backend = await backend_factory(slow), await backend_factory(fast)
+    lb = await balancer_factory([slow_backend.address, fast_backend.address], stall_after=0.3)
+    statuses, _, answered = await _loop_gets(lb, 8, 3.0)
+    assert set(statuses) == {200} and answered["slow"] > 0
+    assert lb.pool.retries_total == 0, "each answer from the slow one came from it, never retried"

@@ -83,8 +83,8 @@ def test_every_data_path_number_has_a_range():
     ranges = variable_ranges()
     for name in ("LB_UPSTREAM_TIMEOUT", "LB_CONNECT_TIMEOUT", "LB_DRAIN_TIMEOUT", "LB_MAX_HEADER_BYTES",
                  "LB_IDLE_TIMEOUT", "LB_BODY_TIMEOUT", "LB_READ_TIMEOUT", "LB_SEND_TIMEOUT", "LB_TUNNEL_TIMEOUT",
-                 "LB_RETRY_BUDGET", "LB_EJECT_AFTER", "LB_EJECT_BASE", "LB_ADMIN_TIMEOUT", "LB_BACKEND_PORT",
-                 "LB_DISCOVERY_INTERVAL", "LB_DOCKER_TIMEOUT"):
+                 "LB_STALL_AFTER", "LB_RETRY_BUDGET", "LB_EJECT_AFTER", "LB_EJECT_BASE", "LB_ADMIN_TIMEOUT",
+                 "LB_BACKEND_PORT", "LB_DISCOVERY_INTERVAL", "LB_DOCKER_TIMEOUT"):
         assert name in ranges, name
     assert ranges["LB_BODY_TIMEOUT"] == "0.1–86400"
 
