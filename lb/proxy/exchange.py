@@ -49,6 +49,7 @@ class Exchange:
     no_body = False
     close_after = False
     retrying = False
+    was_held = False                 # waited in the hold queue: now it may go back to a backend it tried
     tunnel_data = b""                # bytes the client sent after an Upgrade request
     upstream_keep_alive = False
     head_out: list[bytes] | None = None   # response head held back to share a write with the body
@@ -112,9 +113,19 @@ class Exchange:
             return
         pool = route.pool
         backend = pool.pick(self.tried)
+        if backend is None and self.tried and self.was_held:
+            backend = pool.pick()   # the hold found a backend to connect to: it may be one tried before
         if backend is None:
-            # No serving backend (zero replicas, or all draining): wait in the route's hold queue.
-            if not self.tried and pool.hold is not None and pool.hold.hold(self):
+            # No serving backend: wait in the route's hold queue. Fresh requests do at zero replicas
+            # or with every backend draining or ejected. One that failed on the only backend(s) it had
+            # does too where discovery can bring a new one: the one task a kill took, which Swarm
+            # replaces; a static backend list cannot change, so there it gets its 502.
+            hold = pool.hold
+            if hold is not None and (not self.tried or route.discovery is not None) and hold.hold(self):
+                self.was_held = True
+                if self.retrying:   # a held request is in flight as held, not as a retry in progress
+                    self.retrying = False
+                    pool.retry_done()
                 return
             self._unrouted(502 if self.tried else 503)
             return

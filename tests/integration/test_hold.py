@@ -152,6 +152,36 @@ async def test_a_service_above_zero_whose_tasks_are_still_starting_holds_too(bal
     assert service.scale_calls == []          # 2 already asked for: no engine call for the held request
 
 
+async def test_the_only_task_killed_mid_request_its_requests_wait_for_the_replacement(balancers):
+    """The service at one task, which dies with requests in flight (`docker kill`, an OOM kill): they
+    were sent and never answered, and there is no other backend to retry them on. They wait for the
+    task Swarm starts in its place, as a request at zero does, instead of a 502 each."""
+    service = SlowStartService(replicas=1, start_s=0.0)
+    await service._start()
+    lb = await start(service, LB_MIN_REPLICAS="1")
+    balancers.append(lb)
+    await until(lambda: lb.pool.ready_count() == 1)
+    [runner] = service.runners
+
+    async def kill_and_replace() -> None:
+        await until(lambda: lb.pool.inflight == 8)
+        for conn in list(runner.server.connections):   # type: ignore[union-attr]
+            conn.transport.abort()                      # every connection reset at once, as at a kill
+        await runner.cleanup()
+        service.addresses = []
+        await asyncio.sleep(0.5)                         # Swarm notices and starts a new task
+        await service._start()
+
+    async with aiohttp.ClientSession() as session:
+        killer = asyncio.create_task(kill_and_replace())
+        results = await asyncio.gather(*(get(session, lb, "/?sleep=2") for _ in range(8)))
+        await killer
+        assert [status for status, _, _ in results] == [200] * 8
+        assert (await get(session, lb))[0] == 200
+    assert lb.pool.retries_total >= 8 and lb.pool.active_retries == 0
+    assert lb.pool.inflight == 0 and lb.pool.held == 0
+
+
 async def test_a_failing_start_answers_every_held_request_503_at_once_and_then_backs_off(balancers):
     service = SlowStartService(error="No such image: web:nope")
     lb = await start(service)
