@@ -41,6 +41,7 @@ SETTINGS = {
     "LB_MIN_REPLICAS": "1",
     "LB_MAX_REPLICAS": "6",
     "WEB_LATENCY_MS": "100",
+    "LB_STALL_AFTER": "1",    # well inside the 4-8 s the web image's HEALTHCHECK takes to fail a frozen task
 }
 CLIENTS = 48  # 48 in flight / 8 per replica -> the policy asks for 6
 
@@ -269,14 +270,16 @@ async def test_keeps_serving_while_the_engine_is_unreachable_and_scales_once_it_
     assert result.failed == []
 
 
-async def _under_load(client, clients: int, action, settle: float = 3.0) -> tuple[LoadResult, int, int]:
+async def _under_load(client, clients: int, action, settle: float = 3.0,
+                      timeout: float = 30.0) -> tuple[LoadResult, int, int]:
     """Load until replicas settle above 1, run `action` (blocking, on a thread), keep loading a while.
 
     Returns the load's result, the replicas just before the action and the fewest seen after it.
+    A request that takes longer than `timeout` is a failure.
     """
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         running = asyncio.create_task(load(session, clients, 240, stop=stop))
         await wait_for(lambda: replicas_of(client, f"{STACK}_web") >= 5, 60, "web scaled out under load")
         await asyncio.sleep(2)
@@ -321,17 +324,46 @@ async def test_a_rolling_restart_of_web_under_load_loses_no_request(stack):
     assert result.failed == [] and result.ok > 1000
 
 
+def _serving_container(client):
+    """The oldest healthy web container: one the balancer surely serves from. (The newest may still be
+    starting, out of the pool, and `limit=` would also list containers that have stopped.)"""
+    containers = client.containers.list(filters={"label": f"com.docker.swarm.service.name={STACK}_web",
+                                                 "status": "running", "health": "healthy"})
+    return min(containers, key=lambda c: c.attrs["Created"])
+
+
 async def test_a_killed_web_task_under_load_loses_no_request(stack):
     client, _, _ = stack
 
     def kill() -> None:
-        [container] = client.containers.list(filters={"label": f"com.docker.swarm.service.name={STACK}_web"},
-                                             limit=1)
-        container.kill()
+        _serving_container(client).kill()
 
     result, before, lowest = await _under_load(client, CLIENTS, kill, settle=8.0)
     print(f"\nkilled task: {result.ok} ok, {len(result.failed)} failed {result.failed[:3]}")
     assert result.failed == [] and result.ok > 1000
+
+
+async def test_a_paused_web_task_under_load_loses_no_request(stack):
+    """`docker pause` freezes a task: its connections stay open and nothing answers. Its requests must
+    move to the other tasks after LB_STALL_AFTER (1 s here), not wait for LB_UPSTREAM_TIMEOUT (60 s)
+    or for the image's HEALTHCHECK to fail the task (4-8 s, then Swarm replaces it). A request that
+    takes 5 s fails here."""
+    client, _, _ = stack
+    paused = []
+
+    def pause() -> None:
+        container = _serving_container(client)
+        container.pause()
+        paused.append(container)
+
+    try:
+        result, before, _ = await _under_load(client, CLIENTS, pause, settle=14.0, timeout=5.0)
+    finally:
+        for container in paused:
+            with suppress(Exception):
+                container.unpause()
+    print(f"\npaused task: {result.ok} ok, {len(result.failed)} failed {result.failed[:3]}, replicas {before}")
+    assert paused and result.failed == [] and result.ok > 1000
 
 
 async def test_a_redeploy_under_load_keeps_the_replicas_and_loses_no_request(stack):
