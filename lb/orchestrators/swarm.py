@@ -325,14 +325,18 @@ _FAILED = ("failed", "rejected")
 
 
 def _task_errors(tasks: list[dict[str, Any]]) -> list[tuple[float, str]]:
-    """(Unix time, error) of tasks that failed or were rejected, newest first; a task pending with an
-    error (it cannot be scheduled) counts as failing now, whenever it began."""
+    """(Unix time the task was created, error) of tasks that failed or were rejected, newest first.
+
+    Timed by creation, not failure: a start fails in a task created for it, while a task that ran
+    for an hour and was then killed (at one replica, with requests held for its replacement) is no
+    failed start. A task pending with an error (it cannot be scheduled) counts as failing now.
+    """
     out = []
     for task in tasks:
         status = task.get("Status") or {}
         state, error = status.get("State"), status.get("Err") or ""
         if state in _FAILED or (state == "pending" and error and task.get("DesiredState") == "running"):
-            at = float("inf") if state == "pending" else _unix(status.get("Timestamp", ""))
+            at = float("inf") if state == "pending" else _unix(task.get("CreatedAt", ""))
             out.append((at, f"task {state}: {error or status.get('Message') or 'no reason given'}"))
     out.sort(key=lambda e: e[0], reverse=True)
     return out

@@ -224,3 +224,21 @@ async def test_choose_orchestrator_falls_back_to_dns_with_one_log_line(tmp_path,
         await chosen.close()
     finally:
         server.close()
+
+
+def test_a_failed_start_is_a_task_created_for_it_not_one_killed_after_running():
+    from lb.orchestrators.swarm import _task_errors, _unix
+
+    def task(created: str, state: str, err: str, at: str, desired: str = "shutdown") -> dict:
+        return {"CreatedAt": created, "DesiredState": desired, "Status": {"State": state, "Err": err, "Timestamp": at}}
+
+    hold_began = _unix("2026-11-27T11:00:00Z")
+    tasks = [
+        # ran for an hour, then `docker kill`: its requests are held for the replacement, no failed start
+        task("2026-11-27T10:00:00.5Z", "failed", "task: non-zero exit (137)", "2026-11-27T11:00:00.2Z"),
+        task("2026-11-27T11:00:01Z", "running", "", "2026-11-27T11:00:02Z", desired="running"),
+    ]
+    assert [e for at, e in _task_errors(tasks) if at >= hold_began] == []
+    # a task created for the start and rejected: that start failed
+    tasks.append(task("2026-11-27T11:00:00.3Z", "rejected", "No such image: web:nope", "2026-11-27T11:00:00.4Z"))
+    assert [e for at, e in _task_errors(tasks) if at >= hold_began] == ["task rejected: No such image: web:nope"]
