@@ -215,8 +215,8 @@ async def test_removed_backend_drains_its_requests_and_gets_no_new_ones(backend_
 
 async def test_a_backend_dying_with_many_requests_in_flight_loses_none_of_them(backend_factory, balancer_factory):
     """A task killed under load resets every connection it holds at once. Each of those requests
-    was sent and never answered, so each idempotent one must be retried elsewhere: a third of the
-    in-flight requests failing together is the loss of one backend of three, not a retry storm."""
+    was sent and never answered, so each idempotent one must be retried elsewhere: half of the
+    in-flight requests failing together is the loss of one backend of two, not a retry storm."""
     die = asyncio.Event()
 
     async def doomed(request: web.Request) -> web.StreamResponse:
@@ -229,7 +229,7 @@ async def test_a_backend_dying_with_many_requests_in_flight_loses_none_of_them(b
         return web.json_response({"path": request.path})
 
     dying = await backend_factory(doomed)
-    others = [await backend_factory(slow) for _ in range(2)]
+    others = [await backend_factory(slow)]
     lb = await balancer_factory([dying.address, *(b.address for b in others)], eject_after=1000)
 
     async def get(session: aiohttp.ClientSession, i: int) -> int:
@@ -240,10 +240,10 @@ async def test_a_backend_dying_with_many_requests_in_flight_loses_none_of_them(b
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         requests = [asyncio.ensure_future(get(session, i)) for i in range(48)]
         for _ in range(200):
-            if len(dying.seen) >= 12:
+            if len(dying.seen) >= 16:
                 break
             await asyncio.sleep(0.01)
-        assert len(dying.seen) >= 12, "the picker spreads 48 requests over three backends"
+        assert len(dying.seen) >= 16, "the picker spreads 48 requests over two backends"
         die.set()
         statuses = await asyncio.gather(*requests)
     assert Counter(statuses) == {200: 48}
