@@ -25,6 +25,7 @@ _MIN_WEIGHT = 0.05
 _MAX_EJECT_DOUBLINGS = 6     # the longest ejection is eject_base * 64
 _NEVER = float("inf")
 _MIN_RETRIES = 3             # retries always allowed at once, whatever the budget (Envoy's floor)
+STALL_LATENCIES = 10         # a backend silent this many times its latency (and LB_STALL_AFTER) has stalled
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,20 @@ class Pool:
         self.active_retries += 1
         self.retries_total += 1
         return True
+
+    def stalled(self, backend: Backend, now: float, since: float, stall_after: float) -> bool:
+        """Is `backend` frozen for a request it has owed an answer since `since`?
+
+        It has finished nothing for the stall time (`stall_after`, and STALL_LATENCIES x its own
+        latency, so a slow backend is not taken for a frozen one) while another serving backend has
+        finished something. A backend that never answered has no latency to judge by; a lone one has
+        nowhere to send its requests: both are left to LB_UPSTREAM_TIMEOUT.
+        """
+        stall = max(stall_after, STALL_LATENCIES * backend.ewma)
+        answered_at = backend.answered_at
+        if now - since < stall or now - answered_at < stall or answered_at == backend.added_at:
+            return False
+        return any(now - b.answered_at < stall for b in self._serving if b is not backend)
 
     def retry_done(self) -> None:
         self.active_retries -= 1

@@ -23,7 +23,6 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 REPLAY_MAX = 64 * 1024       # request bodies up to this size are kept so the request can be retried
 BUFFER_MAX = 256 * 1024      # body buffered while no backend is connected; past it, stop reading
 MAX_ATTEMPTS = 3
-STALL_LATENCIES = 10         # a wait this many times a backend's latency, past LB_STALL_AFTER, is a stall
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What an exchange in progress may be stalled on (Proxy.timeouts is indexed by these).
 STALL_BODY = 1    # the client stopped sending its body (LB_BODY_TIMEOUT; 408, not the backend's fault)
@@ -201,29 +200,35 @@ class Exchange:
         """The backend has owed the head since `since`, past LB_STALL_AFTER (the sweep calls this).
 
         A frozen backend (a paused container, a deadlocked worker) keeps its connections open and
-        answers nothing, so its requests would wait for LB_UPSTREAM_TIMEOUT. When it has finished
-        nothing for the stall time (LB_STALL_AFTER, and 10x its own latency) while another backend
-        has, an unanswered idempotent request goes to another backend, as nginx's proxy_next_upstream
-        does on a timeout. A slow backend still answers; a lone one has no other to go to.
+        answers nothing, so its requests would wait for LB_UPSTREAM_TIMEOUT. Once the pool judges it
+        stalled (Pool.stalled), an unanswered idempotent request goes to another backend, as nginx's
+        proxy_next_upstream does on a timeout.
         """
         backend, conn = self.backend, self.upstream
-        if backend is None or conn is None or conn.got_bytes or self.method not in IDEMPOTENT or not self.replay:
+        if backend is None or conn is None or not self._replayable(conn):
             return
-        stall = max(stall_after, STALL_LATENCIES * backend.ewma)
-        if now - since < stall or now - backend.answered_at < stall or backend.answered_at == backend.added_at:
-            return   # (never answered: no latency of its own to judge by; LB_UPSTREAM_TIMEOUT will)
-        pool = self.route.pool
-        if not any(now - b.answered_at < stall for b in pool.backends if b is not backend and b.serving):
+        if not self.route.pool.stalled(backend, now, since, stall_after):
             return
-        if not (self.retrying or pool.try_retry(backend)):
-            return
-        self.upstream = None
-        conn.close()
-        if not backend.consecutive_failures:   # one line per stalled backend, not one per request
+        first = not backend.consecutive_failures   # one line per stalled backend, not one per request
+        if self._retry_elsewhere(backend, conn) and first:
             self.client.proxy.log.warning("backend stalled: its requests are retried elsewhere", extra={
                 "backend": backend.address, "waited_s": round(now - since, 3)})
+
+    def _replayable(self, conn: UpstreamConnection) -> bool:
+        """Sent, unanswered, idempotent and kept whole: it may go to another backend."""
+        return (not conn.got_bytes and self.method in IDEMPOTENT and self.replay
+                and (self.request_done or not self.req.has_body))
+
+    def _retry_elsewhere(self, backend: Backend, conn: UpstreamConnection) -> bool:
+        """Give up on `conn` and try another backend, if the pool's retry rules allow one more."""
+        if not (self.retrying or self.route.pool.try_retry(backend)):
+            return False
+        if self.upstream is conn:
+            self.upstream = None
+            conn.close()
         self.retrying = True
         self._try_another(backend)
+        return True
 
     # --- from the backend ----------------------------------------------------------------------
     def response_head(self, status: int, upstream_keep_alive: bool, raw_head: bytes) -> None:
@@ -350,7 +355,6 @@ class Exchange:
             return
         self.upstream = None
         conn.exchange = None
-        pool = self.route.pool
         if self.response_started and self.head_out is not None and not self.close_delimited:
             # Nothing reached the client yet (the head waits for the end of the read): answer 502.
             self.response_started = False
@@ -371,13 +375,8 @@ class Exchange:
             self.respond_error(502)
             return
         backend = self.backend
-        replayable = self.replay and (self.request_done or not self.req.has_body)
-        if backend is not None and not conn.got_bytes and replayable and self.method in IDEMPOTENT and (
-                self.retrying or pool.try_retry(backend)):
-            # Sent but unanswered: an idempotent request may be tried once more, on another backend.
-            self.retrying = True
-            self._try_another(backend)
-            return
+        if backend is not None and self._replayable(conn) and self._retry_elsewhere(backend, conn):
+            return   # sent but unanswered: an idempotent request may be tried once more, elsewhere
         self._end(502, failed=True)
         self.respond_error(502)
 
